@@ -1,1 +1,28 @@
-//! Work in progress.
+//! The Keye-VL model: configuration, memory-mapped checkpoint, vision tower, `mlp_AR`
+//! projector, Qwen3 language model, 3-D positions, KV cache and sampling.
+//!
+//! Inputs are plain data (`pixel_values`, grids, token ids); this crate never decodes media or
+//! renders templates.
+
+mod checkpoint;
+mod config;
+mod error;
+mod kv_cache;
+mod layers;
+mod linear;
+mod llm;
+mod model;
+mod positions;
+mod projector;
+mod rope;
+mod sampling;
+mod vision;
+
+pub use checkpoint::{Checkpoint, StoredTensor};
+pub use config::{Architecture, GenerationConfig, KeyeConfig, RopeScaling, TokenIds, VisionConfig};
+pub use error::{Error, Result};
+pub use kv_cache::KvCache;
+pub use llm::{SequenceChunk, TextModel};
+pub use model::{KeyeModel, VisualEmbeddings};
+pub use positions::{PositionSpec, Positions, VideoBlock, rope_index};
+pub use sampling::{Sampler, SamplingParams, argmax};

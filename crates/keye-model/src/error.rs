@@ -1,0 +1,51 @@
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while loading or running a Keye model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {path}: {message}")]
+    InvalidFile { path: PathBuf, message: String },
+    #[error("unsupported model configuration: {0}")]
+    Unsupported(String),
+    #[error("checkpoint is missing tensor `{name}` (expected shape {expected:?})")]
+    MissingTensor { name: String, expected: Vec<usize> },
+    #[error("checkpoint tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("checkpoint tensor `{name}` has unsupported dtype {dtype}")]
+    UnsupportedDtype { name: String, dtype: String },
+    #[error(
+        "the request needs {needed} tokens of context but only {available} are available \
+         (model maximum {model_max}); shorten the prompt, lower max_new_tokens or use smaller images"
+    )]
+    ContextOverflow {
+        needed: usize,
+        available: usize,
+        model_max: usize,
+    },
+    #[error("invalid model input: {0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn invalid_file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::InvalidFile {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

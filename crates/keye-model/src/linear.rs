@@ -1,0 +1,175 @@
+//! Linear layers whose weights stay in the checkpoint's dtype (memory-mapped where possible) and
+//! run through our own kernels: candle's CPU bf16 matmul would widen every weight on every call.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use half::bf16;
+use keye_kernels::Weights;
+use memmap2::Mmap;
+use safetensors::Dtype;
+
+use crate::checkpoint::StoredTensor;
+use crate::error::{Error, Result};
+
+enum MatrixData {
+    MappedBf16(Arc<Mmap>, Range<usize>),
+    MappedF32(Arc<Mmap>, Range<usize>),
+    Bf16(Vec<bf16>),
+    F32(Vec<f32>),
+}
+
+/// A row-major `[rows, cols]` weight matrix in its stored dtype.
+pub struct MatrixWeight {
+    rows: usize,
+    cols: usize,
+    data: MatrixData,
+}
+
+impl MatrixWeight {
+    /// Takes a stored tensor of any rank ≥ 2 as `[shape[0], product of the rest]` (a conv kernel
+    /// whose patch layout matches the input layout is a matrix too).
+    pub fn from_stored(tensor: StoredTensor) -> Result<Self> {
+        let rows = tensor.shape[0];
+        let cols = tensor.shape[1..].iter().product();
+        let data = match tensor.dtype {
+            Dtype::BF16 if tensor.typed::<bf16>().is_some() => {
+                let (map, range) = tensor.mapping();
+                MatrixData::MappedBf16(map, range)
+            }
+            Dtype::F32 if tensor.typed::<f32>().is_some() => {
+                let (map, range) = tensor.mapping();
+                MatrixData::MappedF32(map, range)
+            }
+            // Misaligned data or f16: one owned copy at load, in a dtype the kernels read.
+            Dtype::BF16 => MatrixData::Bf16(
+                tensor
+                    .bytes()
+                    .chunks_exact(2)
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            _ => MatrixData::F32(tensor.to_f32_vec()?),
+        };
+        Ok(Self { rows, cols, data })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn weights(&self) -> Weights<'_> {
+        match &self.data {
+            MatrixData::MappedBf16(map, range) => {
+                Weights::Bf16(bytemuck::cast_slice(&map[range.clone()]))
+            }
+            MatrixData::MappedF32(map, range) => {
+                Weights::F32(bytemuck::cast_slice(&map[range.clone()]))
+            }
+            MatrixData::Bf16(v) => Weights::Bf16(v),
+            MatrixData::F32(v) => Weights::F32(v),
+        }
+    }
+
+    /// Bytes streamed per full pass over the matrix (one decode step).
+    pub fn stored_bytes(&self) -> usize {
+        match self.weights() {
+            Weights::Bf16(w) => w.len() * 2,
+            Weights::F32(w) => w.len() * 4,
+        }
+    }
+
+    /// Gathers rows widened to f32: the embedding lookup.
+    pub fn gather_rows(&self, rows: &[u32], device: &candle_core::Device) -> Result<Tensor> {
+        let mut out = vec![0f32; rows.len() * self.cols];
+        for (dst, &row) in out.chunks_exact_mut(self.cols).zip(rows) {
+            let row = row as usize;
+            if row >= self.rows {
+                return Err(Error::InvalidInput(format!(
+                    "token id {row} is outside the embedding table of {} rows",
+                    self.rows
+                )));
+            }
+            let span = row * self.cols..(row + 1) * self.cols;
+            match self.weights() {
+                Weights::Bf16(w) => {
+                    for (d, s) in dst.iter_mut().zip(&w[span]) {
+                        *d = s.to_f32();
+                    }
+                }
+                Weights::F32(w) => dst.copy_from_slice(&w[span]),
+            }
+        }
+        Ok(Tensor::from_vec(out, (rows.len(), self.cols), device)?)
+    }
+}
+
+/// `y = x·Wᵀ + b` over the last dimension of `x`.
+pub struct Linear {
+    weight: MatrixWeight,
+    bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn new(weight: MatrixWeight, bias: Option<Vec<f32>>) -> Self {
+        Self { weight, bias }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.rows
+    }
+
+    pub fn weight(&self) -> &MatrixWeight {
+        &self.weight
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        Ok(x.apply_op1_no_bwd(self)?)
+    }
+}
+
+impl CustomOp1 for Linear {
+    fn name(&self) -> &'static str {
+        "keye-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::RequiresContiguous { op: "keye-linear" })?;
+        let x = &storage.as_slice::<f32>()?[start..end];
+        let dims = layout.shape().dims();
+        let k = *dims.last().unwrap_or(&0);
+        if k != self.weight.cols {
+            candle_core::bail!(
+                "keye-linear: input has {k} features, weight expects {}",
+                self.weight.cols
+            );
+        }
+        let m = if k == 0 { 0 } else { x.len() / k };
+        let n = self.weight.rows;
+        let mut out = vec![0f32; m * n];
+        keye_kernels::linear(
+            x,
+            m,
+            k,
+            self.weight.weights(),
+            n,
+            self.bias.as_deref(),
+            &mut out,
+        );
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank >= 1") = n;
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+}

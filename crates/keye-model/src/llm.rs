@@ -1,0 +1,342 @@
+//! The Qwen3 language model (`model.*`, `lm_head`): pre-norm decoder layers with per-head q/k
+//! RMSNorm, grouped-query attention, multimodal RoPE and a SiLU-gated MLP.
+
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::KeyeConfig;
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::layers::{RmsNorm, contiguous_f32, load_linear};
+use crate::linear::{Linear, MatrixWeight};
+use crate::rope::MRope;
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// The tokens one sequence contributes to a forward pass, and where they go.
+pub struct SequenceChunk<'a> {
+    /// Per-token `[t, h, w]` positions of the new tokens.
+    pub positions: &'a [[i64; 3]],
+    pub cache: &'a mut KvCache,
+}
+
+pub struct TextModel {
+    embed_tokens: MatrixWeight,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: MRope,
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    max_positions: usize,
+    device: Device,
+}
+
+impl TextModel {
+    pub fn load(ckpt: &Checkpoint, cfg: &KeyeConfig, device: &Device) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let hd = cfg.head_dim();
+        let (hq, hkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let eps = cfg.rms_norm_eps;
+        let ffn = cfg.intermediate_size;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = format!("model.layers.{i}");
+                Ok(DecoderLayer {
+                    input_layernorm: RmsNorm::load(
+                        ckpt,
+                        &format!("{l}.input_layernorm.weight"),
+                        d,
+                        eps,
+                        device,
+                    )?,
+                    self_attn: Attention {
+                        q_proj: load_linear(
+                            ckpt,
+                            &format!("{l}.self_attn.q_proj"),
+                            hq * hd,
+                            d,
+                            false,
+                        )?,
+                        k_proj: load_linear(
+                            ckpt,
+                            &format!("{l}.self_attn.k_proj"),
+                            hkv * hd,
+                            d,
+                            false,
+                        )?,
+                        v_proj: load_linear(
+                            ckpt,
+                            &format!("{l}.self_attn.v_proj"),
+                            hkv * hd,
+                            d,
+                            false,
+                        )?,
+                        o_proj: load_linear(
+                            ckpt,
+                            &format!("{l}.self_attn.o_proj"),
+                            d,
+                            hq * hd,
+                            false,
+                        )?,
+                        q_norm: RmsNorm::load(
+                            ckpt,
+                            &format!("{l}.self_attn.q_norm.weight"),
+                            hd,
+                            eps,
+                            device,
+                        )?,
+                        k_norm: RmsNorm::load(
+                            ckpt,
+                            &format!("{l}.self_attn.k_norm.weight"),
+                            hd,
+                            eps,
+                            device,
+                        )?,
+                    },
+                    post_attention_layernorm: RmsNorm::load(
+                        ckpt,
+                        &format!("{l}.post_attention_layernorm.weight"),
+                        d,
+                        eps,
+                        device,
+                    )?,
+                    mlp: Mlp {
+                        gate_proj: load_linear(ckpt, &format!("{l}.mlp.gate_proj"), ffn, d, false)?,
+                        up_proj: load_linear(ckpt, &format!("{l}.mlp.up_proj"), ffn, d, false)?,
+                        down_proj: load_linear(ckpt, &format!("{l}.mlp.down_proj"), d, ffn, false)?,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let embed_tokens = MatrixWeight::from_stored(
+            ckpt.get("model.embed_tokens.weight", &[cfg.vocab_size, d])?,
+        )?;
+        let lm_head = if cfg.tie_word_embeddings {
+            Linear::new(
+                MatrixWeight::from_stored(
+                    ckpt.get("model.embed_tokens.weight", &[cfg.vocab_size, d])?,
+                )?,
+                None,
+            )
+        } else {
+            load_linear(ckpt, "lm_head", cfg.vocab_size, d, false)?
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm: RmsNorm::load(ckpt, "model.norm.weight", d, eps, device)?,
+            lm_head,
+            rope: MRope::new(cfg.rope_theta, hd, cfg.mrope_section()?),
+            q_heads: hq,
+            kv_heads: hkv,
+            head_dim: hd,
+            max_positions: cfg.max_position_embeddings,
+            device: device.clone(),
+        })
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.lm_head.out_features()
+    }
+
+    /// Token embeddings `[n, D]`.
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        self.embed_tokens.gather_rows(ids, &self.device)
+    }
+
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        KvCache::new(
+            self.layers.len(),
+            self.kv_heads,
+            self.head_dim,
+            capacity,
+            &self.device,
+        )
+    }
+
+    /// Bytes of weights read per decoded token (the embedding table is only gathered from).
+    pub fn streamed_weight_bytes(&self) -> usize {
+        let per_layer = |l: &DecoderLayer| {
+            [
+                &l.self_attn.q_proj,
+                &l.self_attn.k_proj,
+                &l.self_attn.v_proj,
+                &l.self_attn.o_proj,
+                &l.mlp.gate_proj,
+                &l.mlp.up_proj,
+                &l.mlp.down_proj,
+            ]
+            .iter()
+            .map(|lin| lin.weight().stored_bytes())
+            .sum::<usize>()
+        };
+        self.layers.iter().map(per_layer).sum::<usize>() + self.lm_head.weight().stored_bytes()
+    }
+
+    /// Runs the new tokens of several sequences through the decoder, appending their keys and
+    /// values to each sequence's cache; returns the logits `[chunks, vocab]` of the last token
+    /// of every chunk. `embeds` holds the chunks' rows back to back.
+    pub fn forward(&self, embeds: &Tensor, chunks: &mut [SequenceChunk<'_>]) -> Result<Tensor> {
+        let (rows, _) = embeds.dims2()?;
+        let lens: Vec<usize> = chunks.iter().map(|c| c.positions.len()).collect();
+        if lens.iter().sum::<usize>() != rows || lens.contains(&0) {
+            return Err(Error::InvalidInput(format!(
+                "{rows} embedding rows for chunks of {lens:?} tokens"
+            )));
+        }
+        for (chunk, &n) in chunks.iter().zip(&lens) {
+            let needed = chunk.cache.len() + n;
+            if needed > chunk.cache.capacity() {
+                return Err(Error::ContextOverflow {
+                    needed,
+                    available: chunk.cache.capacity(),
+                    model_max: self.max_positions,
+                });
+            }
+        }
+        let positions: Vec<[i64; 3]> = chunks
+            .iter()
+            .flat_map(|c| c.positions.iter().copied())
+            .collect();
+        let (cos, sin) = self.rope.tables(&positions, &self.device)?;
+        let (hq, hkv, hd) = (self.q_heads, self.kv_heads, self.head_dim);
+
+        let mut x = embeds.clone();
+        for (layer_index, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x)?;
+            let attn = &layer.self_attn;
+            let q = attn
+                .q_norm
+                .forward(&attn.q_proj.forward(&h)?.reshape((1, rows, hq, hd))?)?;
+            let k = attn
+                .k_norm
+                .forward(&attn.k_proj.forward(&h)?.reshape((1, rows, hkv, hd))?)?;
+            let q = candle_nn::rotary_emb::rope_thd(&q, &cos, &sin)?.squeeze(0)?;
+            let k = candle_nn::rotary_emb::rope_thd(&k, &cos, &sin)?.squeeze(0)?;
+            let v = attn.v_proj.forward(&h)?.reshape((rows, hkv, hd))?;
+
+            let mut outputs = Vec::with_capacity(chunks.len());
+            let mut start = 0;
+            for (chunk, &n) in chunks.iter_mut().zip(&lens) {
+                let past = chunk.cache.len();
+                let cache_k = &chunk.cache.keys[layer_index];
+                let cache_v = &chunk.cache.values[layer_index];
+                cache_k.slice_set(
+                    &k.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?,
+                    1,
+                    past,
+                )?;
+                cache_v.slice_set(
+                    &v.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?,
+                    1,
+                    past,
+                )?;
+                let op = CachedAttention {
+                    n_new: n,
+                    q_heads: hq,
+                    kv_heads: hkv,
+                    head_dim: hd,
+                    past,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                };
+                outputs.push(
+                    q.narrow(0, start, n)?
+                        .contiguous()?
+                        .apply_op3_no_bwd(cache_k, cache_v, &op)?,
+                );
+                start += n;
+            }
+            let o = Tensor::cat(&outputs, 0)?.reshape((rows, hq * hd))?;
+            x = (x + attn.o_proj.forward(&o)?)?;
+
+            let h = layer.post_attention_layernorm.forward(&x)?;
+            let gate = layer.mlp.gate_proj.forward(&h)?.silu()?;
+            let up = layer.mlp.up_proj.forward(&h)?;
+            x = (x + layer.mlp.down_proj.forward(&(gate * up)?)?)?;
+        }
+        for (chunk, &n) in chunks.iter_mut().zip(&lens) {
+            chunk.cache.advance(n);
+        }
+        let last_rows: Vec<u32> = lens
+            .iter()
+            .scan(0usize, |end, &n| {
+                *end += n;
+                Some((*end - 1) as u32)
+            })
+            .collect();
+        let last = x.index_select(&Tensor::new(last_rows.as_slice(), &self.device)?, 0)?;
+        self.lm_head.forward(&self.norm.forward(&last)?)
+    }
+}
+
+/// Causal attention of a chunk's new queries against its sequence's cache.
+struct CachedAttention {
+    n_new: usize,
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    past: usize,
+    scale: f32,
+}
+
+impl CustomOp3 for CachedAttention {
+    fn name(&self) -> &'static str {
+        "keye-cached-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        lq: &Layout,
+        k: &CpuStorage,
+        lk: &Layout,
+        v: &CpuStorage,
+        lv: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let q = contiguous_f32(q, lq)?;
+        let k = contiguous_f32(k, lk)?;
+        let v = contiguous_f32(v, lv)?;
+        let capacity = lk.shape().dims()[1];
+        let mut out = vec![0f32; q.len()];
+        keye_kernels::attention_causal(
+            q,
+            self.n_new,
+            self.q_heads,
+            k,
+            v,
+            self.kv_heads,
+            capacity,
+            self.past,
+            self.head_dim,
+            self.scale,
+            &mut out,
+        );
+        Ok((CpuStorage::F32(out), lq.shape().clone()))
+    }
+}
