@@ -1,1 +1,336 @@
-//! Work in progress.
+//! Run Keye-VL: load a checkpoint (folder or hub id), send chat messages with images, get the
+//! answer as a stream of tokens plus the final text, usage and timings.
+//!
+//! ```no_run
+//! use keye::{Keye, LoadOptions, Request};
+//! use keye_chat::{Content, ImagePart, Message, Part};
+//!
+//! let keye = Keye::load("Kwai-Keye/Keye-VL-8B-Preview", &LoadOptions::default())?;
+//! let request = Request::new(vec![Message {
+//!     role: "user".into(),
+//!     content: Content::Parts(vec![
+//!         Part::Image(ImagePart { source: "photo.jpg".into(), options: Default::default() }),
+//!         Part::Text("Describe this image.".into()),
+//!     ]),
+//! }]);
+//! let completion = keye.generate(&request, &mut |event: &keye::TokenEvent| {
+//!     print!("{}", event.text);
+//!     keye::Flow::Continue
+//! })?;
+//! println!("\n{} tokens", completion.usage.completion_tokens);
+//! # Ok::<(), keye::Error>(())
+//! ```
+
+mod error;
+mod hub;
+mod prompt;
+mod request;
+mod sequence;
+mod trace;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use keye_chat::{ChatTemplate, StopMatcher, StreamDecoder, Tokenizer};
+use keye_media::ProcessorConfig;
+use keye_model::{GenerationConfig, KeyeModel, Sampler, SamplingParams, SequenceChunk};
+
+pub use error::{Error, Result};
+pub use hub::{HubOptions, looks_like_hub_id, resolve_model};
+pub use prompt::{Prompt, VisualInput};
+pub use request::{GenerationOptions, Request};
+pub use sequence::{Completion, FinishReason, Sequence, Timings, TokenEvent, Usage};
+pub use trace::{Trace, TraceTensor};
+
+/// What a [`TokenSink`] wants after seeing a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Receives tokens as they are generated (the CLI prints them, the server streams them).
+pub trait TokenSink {
+    fn on_token(&mut self, event: &TokenEvent) -> Flow;
+}
+
+impl<F: FnMut(&TokenEvent) -> Flow> TokenSink for F {
+    fn on_token(&mut self, event: &TokenEvent) -> Flow {
+        self(event)
+    }
+}
+
+/// How to find and size a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub hub: HubOptions,
+    /// Caps the context (prompt plus answer) below the model's `max_position_embeddings`,
+    /// which bounds the KV cache of a request.
+    pub max_context: Option<usize>,
+}
+
+/// Default answer length when neither the request nor `generation_config.json` sets one.
+const DEFAULT_MAX_NEW_TOKENS: usize = 1024;
+/// Prompt tokens per forward pass during prefill: bounds activation memory for long prompts.
+const PREFILL_CHUNK: usize = 1024;
+
+/// A loaded Keye-VL model with its tokenizer, chat template and processor settings.
+pub struct Keye {
+    model: KeyeModel,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    processor: ProcessorConfig,
+    generation: GenerationConfig,
+    end_ids: Vec<u32>,
+    max_context: usize,
+    dir: PathBuf,
+}
+
+impl Keye {
+    /// `spec` is a checkpoint folder or a hub id such as `Kwai-Keye/Keye-VL-8B-Preview`.
+    pub fn load(spec: &str, options: &LoadOptions) -> Result<Self> {
+        let dir = hub::resolve_model(spec, &options.hub)?;
+        Self::open(&dir, options)
+    }
+
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::open(dir, &LoadOptions::default())
+    }
+
+    pub fn from_hub(repo_id: &str, hub: HubOptions) -> Result<Self> {
+        Self::load(repo_id, &LoadOptions { hub, ..LoadOptions::default() })
+    }
+
+    fn open(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        if !dir.join("config.json").is_file() {
+            return Err(Error::ModelNotFound(format!(
+                "{} has no config.json; is it a Keye-VL checkpoint folder?",
+                dir.display()
+            )));
+        }
+        let model = KeyeModel::load(dir)?;
+        let tokenizer = Tokenizer::from_model_dir(dir)?;
+        let template = ChatTemplate::from_model_dir(dir)?;
+        let processor = ProcessorConfig::from_model_dir(dir)?;
+        let generation_path = dir.join("generation_config.json");
+        let generation = if generation_path.is_file() {
+            GenerationConfig::from_file(&generation_path)?
+        } else {
+            GenerationConfig::default()
+        };
+        let mut end_ids: Vec<u32> = generation
+            .eos_token_id
+            .as_ref()
+            .or(model.config().eos_token_id.as_ref())
+            .map(|ids| ids.to_vec())
+            .unwrap_or_default();
+        if let Ok(im_end) = tokenizer.token_id("<|im_end|>")
+            && !end_ids.contains(&im_end)
+        {
+            end_ids.push(im_end);
+        }
+        let model_max = model.config().max_position_embeddings;
+        let max_context = options.max_context.map_or(model_max, |m| m.min(model_max));
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            processor,
+            generation,
+            end_ids,
+            max_context,
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn model(&self) -> &KeyeModel {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn generation_config(&self) -> &GenerationConfig {
+        &self.generation
+    }
+
+    /// The checkpoint folder in use (the hub snapshot folder for hub ids).
+    pub fn model_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    /// Media, template and tokenisation of a request, without running the model.
+    pub fn prepare(&self, request: &Request) -> Result<Prompt> {
+        prompt::prepare(self, request)
+    }
+
+    /// Prepares the request, runs the prompt through the model and samples the first token.
+    pub fn start(&self, request: &Request) -> Result<Sequence> {
+        let started = Instant::now();
+        let prompt = self.prepare(request)?;
+        let preprocess = started.elapsed();
+
+        let options = &request.generation;
+        let max_new_tokens = options
+            .max_new_tokens
+            .or(self.generation.max_new_tokens)
+            .unwrap_or(DEFAULT_MAX_NEW_TOKENS)
+            .max(1);
+        let prompt_len = prompt.input_ids.len();
+        if prompt_len >= self.max_context {
+            return Err(keye_model::Error::ContextOverflow {
+                needed: prompt_len + 1,
+                available: self.max_context,
+                model_max: self.model.config().max_position_embeddings,
+            }
+            .into());
+        }
+        let capacity = (prompt_len + max_new_tokens).min(self.max_context);
+
+        let mut trace = request.trace.then(Trace::default);
+        let vision_started = Instant::now();
+        let images = prompt.images.as_ref().map(|v| self.encode(v, "image", trace.as_mut())).transpose()?;
+        let videos = prompt.videos.as_ref().map(|v| self.encode(v, "video", trace.as_mut())).transpose()?;
+        let vision = vision_started.elapsed();
+
+        let prefill_started = Instant::now();
+        let embeds = self.model.embed_prompt(&prompt.input_ids, images.as_ref(), videos.as_ref())?;
+        let mut cache = self.model.new_cache(capacity)?;
+        let mut logits = None;
+        let mut start = 0;
+        while start < prompt_len {
+            let n = PREFILL_CHUNK.min(prompt_len - start);
+            let chunk = embeds.narrow(0, start, n)?;
+            let positions = &prompt.positions.ids[start..start + n];
+            logits = Some(self.model.forward(&chunk, &mut [SequenceChunk { positions, cache: &mut cache }])?);
+            start += n;
+        }
+        let mut logits = logits
+            .ok_or_else(|| Error::InvalidRequest("the prompt is empty".into()))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let prefill = prefill_started.elapsed();
+
+        if let Some(trace) = trace.as_mut() {
+            trace.ints("input_ids", &[prompt_len], prompt.input_ids.iter().map(|&i| i as i64));
+            trace.ints("position_ids", &[3, prompt_len], prompt.positions.to_rows());
+            trace.ints("rope_deltas", &[1], [prompt.positions.rope_delta]);
+            trace.tensor("inputs_embeds", &embeds)?;
+            trace.floats("logits_last", &[logits.len()], &logits);
+        }
+
+        let mut sequence = Sequence {
+            cache,
+            sampler: Sampler::new(self.sampling_params(options)),
+            history: prompt.input_ids.clone(),
+            prompt_len,
+            generated: Vec::new(),
+            rope_delta: prompt.positions.rope_delta,
+            max_new_tokens,
+            end_ids: if options.ignore_eos { Vec::new() } else { self.end_ids.clone() },
+            decoder: StreamDecoder::new(),
+            stops: StopMatcher::new(options.stop.clone()),
+            text: String::new(),
+            events: Vec::new(),
+            finish: None,
+            timings: Timings {
+                preprocess,
+                vision,
+                prefill,
+                decode: Default::default(),
+            },
+            trace,
+        };
+        let token = sequence.sampler.sample(&mut logits, &sequence.history);
+        sequence.accept(token, &self.tokenizer);
+        Ok(sequence)
+    }
+
+    /// Feeds every unfinished sequence its last sampled token in one batched forward pass and
+    /// samples the next token of each.
+    pub fn step(&self, sequences: &mut [&mut Sequence]) -> Result<()> {
+        let started = Instant::now();
+        let mut active: Vec<&mut Sequence> = sequences.iter_mut().filter(|s| !s.is_finished()).map(|s| &mut **s).collect();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let tokens: Vec<u32> = active.iter().map(|s| s.pending_token().expect("unfinished sequences have a pending token")).collect();
+        let positions: Vec<[i64; 3]> = active.iter().map(|s| [s.cache.len() as i64 + s.rope_delta; 3]).collect();
+        let embeds = self.model.embed_prompt(&tokens, None, None)?;
+        let logits = {
+            let mut chunks: Vec<SequenceChunk<'_>> = active
+                .iter_mut()
+                .zip(&positions)
+                .map(|(s, p)| SequenceChunk { positions: std::slice::from_ref(p), cache: &mut s.cache })
+                .collect();
+            self.model.forward(&embeds, &mut chunks)?
+        };
+        let vocab = logits.dim(1)?;
+        let mut logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        for (sequence, row) in active.iter_mut().zip(logits.chunks_exact_mut(vocab)) {
+            let token = sequence.sampler.sample(row, &sequence.history);
+            sequence.accept(token, &self.tokenizer);
+            sequence.time_decode(started);
+        }
+        Ok(())
+    }
+
+    /// Runs a request to the end, handing each token to `sink` as it is produced.
+    pub fn generate(&self, request: &Request, sink: &mut dyn TokenSink) -> Result<Completion> {
+        let mut sequence = self.start(request)?;
+        loop {
+            for event in sequence.take_events() {
+                if sink.on_token(&event) == Flow::Stop {
+                    sequence.cancel();
+                }
+            }
+            if sequence.is_finished() {
+                break;
+            }
+            self.step(&mut [&mut sequence])?;
+        }
+        Ok(sequence.into_completion())
+    }
+
+    fn sampling_params(&self, options: &GenerationOptions) -> SamplingParams {
+        let g = &self.generation;
+        let temperature = options
+            .temperature
+            .unwrap_or(if g.do_sample { g.temperature.unwrap_or(1.0) } else { 0.0 });
+        SamplingParams {
+            temperature,
+            top_k: options.top_k.or(g.top_k),
+            top_p: options.top_p.or(g.top_p),
+            repetition_penalty: options.repetition_penalty.or(g.repetition_penalty),
+            seed: options.seed.unwrap_or_else(rand_seed),
+        }
+    }
+
+    fn encode(&self, input: &VisualInput, kind: &str, trace: Option<&mut Trace>) -> Result<candle_core::Tensor> {
+        let patch = self.model.config().vision_config.patch_size;
+        let rows = input.pixel_values.len() / (3 * patch * patch);
+        let pixels = candle_core::Tensor::from_slice(&input.pixel_values, (rows, 3, patch, patch), self.model.device())?;
+        let encoded = self.model.encode_visual(&pixels, &input.grids)?;
+        if let Some(trace) = trace {
+            let (pixels_name, grid_name) = match kind {
+                "image" => ("pixel_values", "image_grid_thw"),
+                _ => ("pixel_values_videos", "video_grid_thw"),
+            };
+            trace.floats(pixels_name, &[rows, 3, patch, patch], &input.pixel_values);
+            trace.ints(grid_name, &[input.trace_grids.len(), 3], input.trace_grids.iter().flat_map(|g| [g.t as i64, g.h as i64, g.w as i64]));
+            trace.tensor(&format!("{kind}_vision_embeds"), &encoded.vision)?;
+            trace.tensor(&format!("{kind}_projector_embeds"), &encoded.projected)?;
+        }
+        Ok(encoded.projected)
+    }
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}

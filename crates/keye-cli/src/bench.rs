@@ -1,0 +1,341 @@
+//! `keye bench`: full-size performance figures on a random-weight checkpoint built from a real
+//! `config.json` (written once into a cache folder, never committed).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor};
+use keye_media::GridThw;
+use keye_model::{KeyeConfig, KeyeModel, SequenceChunk};
+use rayon::prelude::*;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// `config.json` of the model to imitate (default: the bundled real Keye-VL-8B-Preview config).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Folder for the generated random-weight checkpoint (created once, ~17 GB for the 8B model).
+    #[arg(long, env = "KEYE_BENCH_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Prompt length of the prefill measurement.
+    #[arg(long, default_value_t = 512)]
+    pub prefill_tokens: usize,
+    /// Context length at which decoding is measured.
+    #[arg(long, default_value_t = 1024)]
+    pub decode_context: usize,
+    /// Tokens decoded for the decode measurement.
+    #[arg(long, default_value_t = 16)]
+    pub decode_tokens: usize,
+    /// Skip the vision measurements.
+    #[arg(long)]
+    pub skip_vision: bool,
+}
+
+const BUNDLED_PREVIEW_CONFIG: &str = include_str!("../../../tests/fixtures/keye-vl-8b-preview/config.json");
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let config_text = match &args.config {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        None => BUNDLED_PREVIEW_CONFIG.to_owned(),
+    };
+    let dir = args.dir.clone().unwrap_or_else(default_bench_dir);
+    let config: KeyeConfig = serde_json::from_str(&config_text).context("parsing config.json")?;
+    if args.decode_context < args.prefill_tokens {
+        bail!("--decode-context must be at least --prefill-tokens");
+    }
+    ensure_random_checkpoint(&dir, &config_text, &config)?;
+
+    let bandwidth = measure_read_bandwidth();
+    println!("threads: {}", rayon::current_num_threads());
+    println!("memory read bandwidth: {:.1} GB/s (best of 3, 1 GiB buffer)", bandwidth / 1e9);
+
+    let start = Instant::now();
+    let model = KeyeModel::load(&dir)?;
+    println!("load: {:.2} s", start.elapsed().as_secs_f64());
+
+    if !args.skip_vision {
+        for (label, grid) in [
+            ("448x448 image (256 tokens)", GridThw::new(1, 32, 32)),
+            ("1280-token image (896x1120)", GridThw::new(1, 64, 80)),
+        ] {
+            let elapsed = time_vision(&model, grid)?;
+            println!(
+                "vision encode, {label}: {:.2} s ({:.0} patches/s)",
+                elapsed.as_secs_f64(),
+                grid.patches() as f64 / elapsed.as_secs_f64()
+            );
+        }
+    }
+
+    let text = model.text();
+    let vocab = model.config().vocab_size as u32;
+    let mut cache = model.new_cache(args.decode_context + args.decode_tokens)?;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next_id = move || {
+        state = xorshift(state);
+        (state % vocab.min(150_000) as u64) as u32
+    };
+    let mut position = 0i64;
+    let mut feed = |ids: &[u32], cache: &mut keye_model::KvCache| -> Result<Duration> {
+        let positions: Vec<[i64; 3]> = (0..ids.len() as i64).map(|i| [position + i; 3]).collect();
+        position += ids.len() as i64;
+        let start = Instant::now();
+        let embeds = text.embed(ids)?;
+        model.forward(&embeds, &mut [SequenceChunk { positions: &positions, cache }])?;
+        Ok(start.elapsed())
+    };
+
+    let prompt: Vec<u32> = (0..args.prefill_tokens).map(|_| next_id()).collect();
+    let elapsed = feed(&prompt, &mut cache)?;
+    println!(
+        "prefill {} tokens: {:.2} s = {:.2} tokens/s",
+        args.prefill_tokens,
+        elapsed.as_secs_f64(),
+        args.prefill_tokens as f64 / elapsed.as_secs_f64()
+    );
+    let fill: Vec<u32> = (cache.len()..args.decode_context).map(|_| next_id()).collect();
+    for chunk in fill.chunks(args.prefill_tokens.max(1)) {
+        feed(chunk, &mut cache)?;
+    }
+    let mut decode_time = Duration::ZERO;
+    for _ in 0..args.decode_tokens {
+        decode_time += feed(&[next_id()], &mut cache)?;
+    }
+    let tokens_per_s = args.decode_tokens as f64 / decode_time.as_secs_f64();
+    let bytes = text.streamed_weight_bytes() as f64;
+    let roofline = bandwidth / bytes;
+    println!(
+        "decode at {} context: {tokens_per_s:.2} tokens/s ({:.1} ms/token)",
+        args.decode_context,
+        1e3 / tokens_per_s
+    );
+    println!(
+        "decode vs bandwidth roofline: {:.2} GB weights/token ÷ {:.1} GB/s = {roofline:.2} tokens/s; keye reaches {:.0} %",
+        bytes / 1e9,
+        bandwidth / 1e9,
+        100.0 * tokens_per_s / roofline
+    );
+    println!("peak RSS: {:.2} GiB", peak_rss_bytes()? as f64 / (1u64 << 30) as f64);
+    Ok(())
+}
+
+fn default_bench_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("keye/bench/keye-vl-8b-preview-random-bf16")
+}
+
+fn time_vision(model: &KeyeModel, grid: GridThw) -> Result<Duration> {
+    let patch = model.config().vision_config.patch_size;
+    let values = grid.patches() * 3 * patch * patch;
+    let mut state = 12345u64;
+    let pixels: Vec<f32> = (0..values)
+        .map(|_| {
+            state = xorshift(state);
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    let pixels = Tensor::from_vec(pixels, (grid.patches(), 3 * patch * patch), &Device::Cpu)?;
+    let start = Instant::now();
+    model.encode_visual(&pixels, &[grid])?;
+    Ok(start.elapsed())
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+/// Best of three multi-threaded passes over a 1 GiB buffer.
+fn measure_read_bandwidth() -> f64 {
+    let words = (1usize << 30) / 8;
+    let buffer: Vec<u64> = (0..words as u64).into_par_iter().map(|i| i.wrapping_mul(0x9e37)).collect();
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let sum: u64 = buffer
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .reduce(|| 0, u64::wrapping_add);
+        let secs = start.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max((words * 8) as f64 / secs);
+    }
+    best
+}
+
+fn peak_rss_bytes() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmHWM in /proc/self/status")?;
+    Ok(kib * 1024)
+}
+
+/// Writes a bf16 checkpoint with every tensor the model loads, unless one is already there.
+fn ensure_random_checkpoint(dir: &Path, config_text: &str, config: &KeyeConfig) -> Result<()> {
+    let done_marker = dir.join(".complete");
+    if done_marker.is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("config.json"), config_text)?;
+    let tensors = checkpoint_tensors(config);
+    let total: usize = tensors.iter().map(|t| t.shape.iter().product::<usize>() * 2).sum();
+    eprintln!(
+        "writing a random-weight bf16 checkpoint ({:.1} GB) to {} (once)",
+        total as f64 / 1e9,
+        dir.display()
+    );
+    const SHARD_BYTES: usize = 4 << 30;
+    let mut shards: Vec<Vec<&TensorSpec>> = vec![Vec::new()];
+    let mut shard_size = 0;
+    for t in &tensors {
+        let bytes = t.shape.iter().product::<usize>() * 2;
+        if shard_size + bytes > SHARD_BYTES && !shards.last().expect("one shard").is_empty() {
+            shards.push(Vec::new());
+            shard_size = 0;
+        }
+        shards.last_mut().expect("one shard").push(t);
+        shard_size += bytes;
+    }
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-{:05}.safetensors", i + 1, shards.len());
+        write_shard(&dir.join(&name), shard, i as u64)?;
+        for t in shard {
+            weight_map.insert(t.name.clone(), name.clone().into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_vec_pretty(&index)?)?;
+    std::fs::write(&done_marker, b"")?;
+    Ok(())
+}
+
+struct TensorSpec {
+    name: String,
+    shape: Vec<usize>,
+    /// Norm scales are ones, everything else small random values.
+    ones: bool,
+}
+
+fn checkpoint_tensors(c: &KeyeConfig) -> Vec<TensorSpec> {
+    let mut out = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, ones: bool| out.push(TensorSpec { name, shape, ones });
+    let v = &c.vision_config;
+    let (dv, side, p) = (v.hidden_size, v.position_grid_side(), v.patch_size);
+    let pre = "visual.vision_model";
+    add(format!("{pre}.embeddings.patch_embedding.weight"), vec![dv, 3, p, p], false);
+    add(format!("{pre}.embeddings.patch_embedding.bias"), vec![dv], false);
+    add(format!("{pre}.embeddings.position_embedding.weight"), vec![side * side, dv], false);
+    for i in 0..v.num_hidden_layers {
+        let l = format!("{pre}.encoder.layers.{i}");
+        for n in ["layer_norm1", "layer_norm2"] {
+            add(format!("{l}.{n}.weight"), vec![dv], true);
+            add(format!("{l}.{n}.bias"), vec![dv], false);
+        }
+        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            add(format!("{l}.self_attn.{n}.weight"), vec![dv, dv], false);
+            add(format!("{l}.self_attn.{n}.bias"), vec![dv], false);
+        }
+        add(format!("{l}.mlp.fc1.weight"), vec![v.intermediate_size, dv], false);
+        add(format!("{l}.mlp.fc1.bias"), vec![v.intermediate_size], false);
+        add(format!("{l}.mlp.fc2.weight"), vec![dv, v.intermediate_size], false);
+        add(format!("{l}.mlp.fc2.bias"), vec![dv], false);
+    }
+    add(format!("{pre}.post_layernorm.weight"), vec![dv], true);
+    add(format!("{pre}.post_layernorm.bias"), vec![dv], false);
+    let merged = dv * v.spatial_merge_size * v.spatial_merge_size;
+    let norm = if c.model_type == "KeyeVL1_5" { merged } else { dv };
+    add("mlp_AR.pre_norm.weight".into(), vec![norm], true);
+    add("mlp_AR.pre_norm.bias".into(), vec![norm], false);
+    add("mlp_AR.linear_1.weight".into(), vec![merged, merged], false);
+    add("mlp_AR.linear_1.bias".into(), vec![merged], false);
+    add("mlp_AR.linear_2.weight".into(), vec![c.hidden_size, merged], false);
+    add("mlp_AR.linear_2.bias".into(), vec![c.hidden_size], false);
+    let (d, hd) = (c.hidden_size, c.head_dim());
+    let (hq, hkv) = (c.num_attention_heads, c.num_key_value_heads);
+    add("model.embed_tokens.weight".into(), vec![c.vocab_size, d], false);
+    for i in 0..c.num_hidden_layers {
+        let l = format!("model.layers.{i}");
+        add(format!("{l}.input_layernorm.weight"), vec![d], true);
+        add(format!("{l}.post_attention_layernorm.weight"), vec![d], true);
+        add(format!("{l}.self_attn.q_proj.weight"), vec![hq * hd, d], false);
+        add(format!("{l}.self_attn.k_proj.weight"), vec![hkv * hd, d], false);
+        add(format!("{l}.self_attn.v_proj.weight"), vec![hkv * hd, d], false);
+        add(format!("{l}.self_attn.o_proj.weight"), vec![d, hq * hd], false);
+        add(format!("{l}.self_attn.q_norm.weight"), vec![hd], true);
+        add(format!("{l}.self_attn.k_norm.weight"), vec![hd], true);
+        add(format!("{l}.mlp.gate_proj.weight"), vec![c.intermediate_size, d], false);
+        add(format!("{l}.mlp.up_proj.weight"), vec![c.intermediate_size, d], false);
+        add(format!("{l}.mlp.down_proj.weight"), vec![d, c.intermediate_size], false);
+    }
+    add("model.norm.weight".into(), vec![d], true);
+    if !c.tie_word_embeddings {
+        add("lm_head.weight".into(), vec![c.vocab_size, d], false);
+    }
+    out
+}
+
+/// Streams one safetensors shard: header, then each tensor's random bf16 data.
+fn write_shard(path: &Path, tensors: &[&TensorSpec], seed: u64) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for t in tensors {
+        let bytes = t.shape.iter().product::<usize>() * 2;
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({ "dtype": "BF16", "shape": t.shape, "data_offsets": [offset, offset + bytes] }),
+        );
+        offset += bytes;
+    }
+    let mut header = serde_json::to_vec(&header)?;
+    while (8 + header.len()) % 8 != 0 {
+        header.push(b' ');
+    }
+    let tmp = path.with_extension("partial");
+    let mut file = std::io::BufWriter::with_capacity(1 << 24, std::fs::File::create(&tmp)?);
+    file.write_all(&(header.len() as u64).to_le_bytes())?;
+    file.write_all(&header)?;
+    let ones = half::bf16::from_f32(1.0).to_bits();
+    for (ti, t) in tensors.iter().enumerate() {
+        let n: usize = t.shape.iter().product();
+        const CHUNK: usize = 1 << 22;
+        let mut buffer = vec![0u16; CHUNK.min(n)];
+        for (ci, start) in (0..n).step_by(CHUNK).enumerate() {
+            let len = CHUNK.min(n - start);
+            let chunk_seed = seed
+                .wrapping_mul(0x9e37_79b9)
+                .wrapping_add(ti as u64 * 1_000_003 + ci as u64)
+                | 1;
+            buffer[..len].par_chunks_mut(1 << 14).enumerate().for_each(|(k, part)| {
+                let mut s = xorshift(chunk_seed.wrapping_add(k as u64 * 0x2545_f491));
+                for v in part {
+                    if t.ones {
+                        *v = ones;
+                    } else {
+                        s = xorshift(s);
+                        // Uniform in ±0.035 (std ≈ 0.02), like an initialised checkpoint.
+                        let x = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.07;
+                        *v = half::bf16::from_f32(x).to_bits();
+                    }
+                }
+            });
+            file.write_all(bytemuck::cast_slice(&buffer[..len]))?;
+        }
+    }
+    file.flush()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

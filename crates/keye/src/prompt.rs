@@ -1,0 +1,83 @@
+//! From a request to model inputs: media loaded and preprocessed, the chat template rendered,
+//! placeholders expanded to token ids, and the 3-D positions computed.
+
+use keye_chat::{Content, Part};
+use keye_media::{Generation, GridThw};
+use keye_model::{Architecture, Positions};
+
+use crate::error::{Error, Result};
+use crate::{Keye, Request};
+
+/// Preprocessed visual items of one modality.
+#[derive(Clone, Debug)]
+pub struct VisualInput {
+    /// `[patches, 3, P, P]` flattened, items concatenated.
+    pub pixel_values: Vec<f32>,
+    /// Vision blocks as the model runs them.
+    pub grids: Vec<GridThw>,
+    /// The grids as the reference processor reports them (`*_grid_thw`).
+    pub trace_grids: Vec<GridThw>,
+}
+
+/// A request turned into model inputs.
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    /// The rendered chat template, before placeholder expansion.
+    pub text: String,
+    pub input_ids: Vec<u32>,
+    pub positions: Positions,
+    pub images: Option<VisualInput>,
+    pub videos: Option<VisualInput>,
+}
+
+pub(crate) fn prepare(keye: &Keye, request: &Request) -> Result<Prompt> {
+    if request.messages.is_empty() {
+        return Err(Error::InvalidRequest("no messages".into()));
+    }
+    let generation = match keye.model.architecture() {
+        Architecture::Preview => Generation::Preview,
+        Architecture::V1_5 => Generation::V1_5,
+    };
+    let mut pixel_values = Vec::new();
+    let mut grids = Vec::new();
+    for message in &request.messages {
+        let Content::Parts(parts) = &message.content else { continue };
+        for part in parts {
+            match part {
+                Part::Image(image) => {
+                    let decoded = keye_media::load_image(
+                        &image.source,
+                        request.media_base_dir.as_deref(),
+                        &request.media_policy,
+                        generation,
+                    )?;
+                    let processed = keye_media::preprocess_image(&decoded, &image.options, &keye.processor, generation)?;
+                    pixel_values.extend_from_slice(&processed.pixel_values);
+                    grids.push(processed.grid);
+                }
+                Part::Video(_) => {
+                    return Err(Error::InvalidRequest("video input is not supported yet".into()));
+                }
+                Part::Text(_) => {}
+            }
+        }
+    }
+    let mut messages = request.messages.clone();
+    request.thinking.apply(&mut messages);
+    let text = keye.template.render(&messages, true)?;
+    let merge = keye.model.config().vision_config.spatial_merge_size;
+    let input_ids = keye_chat::expand_prompt(&keye.tokenizer, &text, &grids, &[], merge)?;
+    let positions = keye.model.positions(&input_ids, &grids, &[])?;
+    let images = (!grids.is_empty()).then(|| VisualInput {
+        pixel_values,
+        trace_grids: grids.clone(),
+        grids,
+    });
+    Ok(Prompt {
+        text,
+        input_ids,
+        positions,
+        images,
+        videos: None,
+    })
+}

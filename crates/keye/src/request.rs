@@ -1,0 +1,47 @@
+use std::path::PathBuf;
+
+use keye_chat::{Message, ThinkingMode};
+use keye_media::MediaPolicy;
+
+/// One chat request: the conversation, how to generate, and where media may come from.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub messages: Vec<Message>,
+    pub thinking: ThinkingMode,
+    pub generation: GenerationOptions,
+    /// Folder that relative media paths resolve against (the folder of a messages file).
+    pub media_base_dir: Option<PathBuf>,
+    pub media_policy: MediaPolicy,
+    /// Keep the intermediate tensors of the request (see [`crate::Trace`]).
+    pub trace: bool,
+}
+
+impl Request {
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self {
+            messages,
+            thinking: ThinkingMode::Auto,
+            generation: GenerationOptions::default(),
+            media_base_dir: None,
+            media_policy: MediaPolicy::default(),
+            trace: false,
+        }
+    }
+}
+
+/// Sampling and stopping. `None` fields take the checkpoint's `generation_config.json` value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerationOptions {
+    pub max_new_tokens: Option<usize>,
+    /// 0 means greedy.
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub repetition_penalty: Option<f32>,
+    /// Random when absent.
+    pub seed: Option<u64>,
+    /// Generation ends before the first occurrence of any of these; it is not part of the text.
+    pub stop: Vec<String>,
+    /// Keep going through end-of-sequence tokens until `max_new_tokens`.
+    pub ignore_eos: bool,
+}

@@ -1,0 +1,194 @@
+//! A sequence being generated: its cache, sampler and stop state. One `Keye` drives any number
+//! of sequences; `Keye::step` advances several at once (batched decoding).
+
+use std::time::{Duration, Instant};
+
+use keye_chat::{StopMatcher, StreamDecoder};
+use keye_model::{KvCache, Sampler};
+
+use crate::trace::Trace;
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence token or a stop string.
+    Stop,
+    /// `max_new_tokens` or the context was reached.
+    Length,
+    /// The caller stopped it.
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Wall-clock time per stage of one request.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// Media loading and preprocessing, template rendering and tokenisation.
+    pub preprocess: Duration,
+    /// Vision tower and projector.
+    pub vision: Duration,
+    /// Prompt forward pass up to the first sampled token.
+    pub prefill: Duration,
+    /// Every later forward pass.
+    pub decode: Duration,
+}
+
+impl Timings {
+    /// Time to first token.
+    pub fn first_token(&self) -> Duration {
+        self.preprocess + self.vision + self.prefill
+    }
+}
+
+/// A generated token and the text it completed (empty while a character or a possible stop
+/// string is still incomplete).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenEvent {
+    pub id: u32,
+    pub text: String,
+}
+
+/// The result of a finished request.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub timings: Timings,
+    /// Present when the request asked for it.
+    pub trace: Option<Trace>,
+}
+
+pub struct Sequence {
+    pub(crate) cache: KvCache,
+    pub(crate) sampler: Sampler,
+    /// Prompt and generated ids: the repetition penalty's history.
+    pub(crate) history: Vec<u32>,
+    pub(crate) prompt_len: usize,
+    pub(crate) generated: Vec<u32>,
+    pub(crate) rope_delta: i64,
+    pub(crate) max_new_tokens: usize,
+    pub(crate) end_ids: Vec<u32>,
+    pub(crate) decoder: StreamDecoder,
+    pub(crate) stops: StopMatcher,
+    pub(crate) text: String,
+    pub(crate) events: Vec<TokenEvent>,
+    pub(crate) finish: Option<FinishReason>,
+    pub(crate) timings: Timings,
+    pub(crate) trace: Option<Trace>,
+}
+
+impl Sequence {
+    pub fn is_finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_len
+    }
+
+    pub fn generated_tokens(&self) -> &[u32] {
+        &self.generated
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Events produced since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<TokenEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Stops generating; text held back for a possible stop string is released.
+    pub fn cancel(&mut self) {
+        if self.finish.is_none() {
+            self.end(FinishReason::Cancelled);
+        }
+    }
+
+    /// The last sampled token, which the model has not consumed yet.
+    pub(crate) fn pending_token(&self) -> Option<u32> {
+        if self.finish.is_some() {
+            None
+        } else {
+            self.generated.last().copied()
+        }
+    }
+
+    /// Records a sampled token: decides whether generation ends and what text it adds.
+    pub(crate) fn accept(&mut self, token: u32, tokenizer: &keye_chat::Tokenizer) {
+        self.generated.push(token);
+        self.history.push(token);
+        if self.end_ids.contains(&token) {
+            self.events.push(TokenEvent { id: token, text: String::new() });
+            self.end(FinishReason::Stop);
+            return;
+        }
+        let delta = self.decoder.push(tokenizer, token);
+        let outcome = self.stops.push(&delta);
+        self.text.push_str(&outcome.text);
+        self.events.push(TokenEvent { id: token, text: outcome.text });
+        if outcome.stopped {
+            self.finish = Some(FinishReason::Stop);
+        } else if self.generated.len() >= self.max_new_tokens
+            || self.cache.len() + 1 > self.cache.capacity()
+        {
+            self.end(FinishReason::Length);
+        }
+    }
+
+    fn end(&mut self, reason: FinishReason) {
+        let rest = self.stops.flush();
+        if !rest.is_empty() {
+            self.text.push_str(&rest);
+            match self.events.last_mut() {
+                Some(last) => last.text.push_str(&rest),
+                None => self.events.push(TokenEvent {
+                    id: *self.generated.last().unwrap_or(&0),
+                    text: rest,
+                }),
+            }
+        }
+        self.finish = Some(reason);
+    }
+
+    pub(crate) fn time_decode(&mut self, start: Instant) {
+        self.timings.decode += start.elapsed();
+    }
+
+    /// The finished request's result.
+    pub fn into_completion(self) -> Completion {
+        Completion {
+            text: self.text,
+            usage: Usage {
+                prompt_tokens: self.prompt_len,
+                completion_tokens: self.generated.len(),
+            },
+            token_ids: self.generated,
+            finish_reason: self.finish.unwrap_or(FinishReason::Cancelled),
+            timings: self.timings,
+            trace: self.trace,
+        }
+    }
+}
