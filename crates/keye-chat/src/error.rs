@@ -56,7 +56,9 @@ pub enum ChatError {
     },
 
     /// The prompt holds a different number of placeholders than visual items were supplied.
-    #[error("the prompt has {in_prompt} {kind} placeholder(s) but {supplied} {kind}(s) were supplied")]
+    #[error(
+        "the prompt has {in_prompt} {kind} placeholder(s) but {supplied} {kind}(s) were supplied"
+    )]
     PlaceholderCount {
         kind: VisualKind,
         in_prompt: usize,

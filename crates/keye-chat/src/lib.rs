@@ -28,7 +28,9 @@ pub use prompt::{
     FAST_END, FAST_START, FRAME, FrameKind, IMAGE_PAD, PromptAssembler, VIDEO_PAD, VISION_END,
     VISION_START, VideoFrame, VideoLayout, format_timestamp,
 };
-pub use reasoning::{ChunkKind, ReasoningChunk, ReasoningSplitter, SplitReasoning, split_reasoning};
+pub use reasoning::{
+    ChunkKind, ReasoningChunk, ReasoningSplitter, SplitReasoning, split_reasoning,
+};
 pub use stop::{StopCheck, StopMatcher};
 pub use template::{ChatTemplate, RenderOptions};
 pub use thinking::ThinkingMode;

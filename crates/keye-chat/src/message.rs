@@ -79,7 +79,9 @@ impl Message {
         object.insert("role".into(), Value::String(self.role.clone()));
         let content = match &self.content {
             Content::Text(text) => Value::String(text.clone()),
-            Content::Parts(parts) => Value::Array(parts.iter().map(Part::to_template_value).collect()),
+            Content::Parts(parts) => {
+                Value::Array(parts.iter().map(Part::to_template_value).collect())
+            }
         };
         object.insert("content".into(), content);
         for (key, value) in &self.extra {
@@ -164,7 +166,11 @@ impl Part {
                 insert_some(&mut object, "min_pixels", options.min_pixels);
                 insert_some(&mut object, "max_pixels", options.max_pixels);
                 insert_some(&mut object, "total_pixels", options.total_pixels);
-                insert_some(&mut object, "video_total_pixels", options.video_total_pixels);
+                insert_some(
+                    &mut object,
+                    "video_total_pixels",
+                    options.video_total_pixels,
+                );
                 insert_some(&mut object, "video_start", options.video_start);
                 insert_some(&mut object, "video_end", options.video_end);
                 insert_some(&mut object, "resized_height", options.resized_height);

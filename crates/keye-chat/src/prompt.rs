@@ -132,7 +132,10 @@ impl PromptAssembler {
             .collect::<Result<Vec<_>>>()?;
 
         let added: usize = image_tokens.iter().sum::<usize>()
-            + video_expansions.iter().map(VideoExpansion::len).sum::<usize>();
+            + video_expansions
+                .iter()
+                .map(VideoExpansion::len)
+                .sum::<usize>();
         let mut out = Vec::with_capacity(ids.len() - image_slots - video_slots + added);
         let mut next_image = image_tokens.iter();
         let mut next_video = video_expansions.iter();
@@ -162,7 +165,7 @@ impl PromptAssembler {
         if grid.t == 0 || grid.h == 0 || grid.w == 0 {
             return Err(invalid(format!("empty grid {grid:?}")));
         }
-        if grid.h % self.merge_size != 0 || grid.w % self.merge_size != 0 {
+        if !grid.h.is_multiple_of(self.merge_size) || !grid.w.is_multiple_of(self.merge_size) {
             return Err(invalid(format!(
                 "grid {grid:?} is not a multiple of the {m}×{m} merge",
                 m = self.merge_size
@@ -269,7 +272,9 @@ impl VideoExpansion {
             VideoExpansion::Block(pads) => *pads,
             VideoExpansion::Frames { segments, .. } => segments
                 .iter()
-                .map(|segment| 1 + segment.timestamp.len() + segment.pads + 2 * usize::from(segment.fast))
+                .map(|segment| {
+                    1 + segment.timestamp.len() + segment.pads + 2 * usize::from(segment.fast)
+                })
                 .sum(),
         }
     }
@@ -290,6 +295,56 @@ impl VideoExpansion {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// keye-preprocessing.md §11.6: `format(f32((1/fps)·i), ".1f")`.
+    #[test]
+    fn timestamp_strings_of_the_spec() {
+        let table: [(f64, &[u32], &[&str]); 7] = [
+            (
+                30.0,
+                &[0, 16, 31, 47, 63, 79, 94, 110],
+                &["0.0", "0.5", "1.0", "1.6", "2.1", "2.6", "3.1", "3.7"],
+            ),
+            (
+                25.0,
+                &[0, 14, 28, 42, 57, 71, 85, 99],
+                &["0.0", "0.6", "1.1", "1.7", "2.3", "2.8", "3.4", "4.0"],
+            ),
+            (29.97, &[0, 22, 44], &["0.0", "0.7", "1.5"]),
+            (
+                4.0,
+                &[0, 1, 2, 3, 4, 5, 6, 7],
+                &["0.0", "0.2", "0.5", "0.8", "1.0", "1.2", "1.5", "1.8"],
+            ),
+            (
+                20.0,
+                &[5, 15, 25, 35, 45],
+                &["0.2", "0.8", "1.2", "1.8", "2.2"],
+            ),
+            (
+                24.0,
+                &[3, 9, 15, 21, 27, 33],
+                &["0.1", "0.4", "0.6", "0.9", "1.1", "1.4"],
+            ),
+            (
+                8.0,
+                &[2, 6, 10, 14, 18, 22],
+                &["0.2", "0.8", "1.2", "1.8", "2.2", "2.8"],
+            ),
+        ];
+        for (fps, indices, expected) in table {
+            let strings: Vec<String> = indices
+                .iter()
+                .map(|&index| format_timestamp(((1.0 / fps) * f64::from(index)) as f32))
+                .collect();
+            assert_eq!(strings, expected, "fps {fps}");
         }
     }
 }

@@ -9,16 +9,20 @@ use minijinja::{Error, ErrorKind, Output, State};
 
 /// Prints values the way Python's `str()` does: `None`, `True`/`False`, float `repr`, and
 /// containers as their `repr`; strings and integers as minijinja already does.
-pub(crate) fn format_value(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
+pub(crate) fn format_value(
+    out: &mut Output,
+    state: &mut State,
+    value: &Value,
+) -> Result<(), Error> {
     match value.kind() {
         ValueKind::None | ValueKind::Bool | ValueKind::Seq | ValueKind::Map => {
             let mut text = String::new();
             write_repr(&mut text, value)?;
             out.write_str(&text).map_err(Error::from)
         }
-        ValueKind::Number if !value.is_integer() => {
-            out.write_str(&float_repr(float_of(value)?)).map_err(Error::from)
-        }
+        ValueKind::Number if !value.is_integer() => out
+            .write_str(&float_repr(float_of(value)?))
+            .map_err(Error::from),
         _ => minijinja::escape_formatter(out, state, value),
     }
 }
@@ -34,7 +38,11 @@ fn write_repr(out: &mut String, value: &Value) -> Result<(), Error> {
         ValueKind::Number => out.push_str(&float_repr(float_of(value)?)),
         ValueKind::String => write_string_repr(out, value.as_str().unwrap_or_default()),
         ValueKind::Seq | ValueKind::Iterable => {
-            let (open, close) = if value.is_tuple() { ('(', ')') } else { ('[', ']') };
+            let (open, close) = if value.is_tuple() {
+                ('(', ')')
+            } else {
+                ('[', ']')
+            };
             out.push(open);
             let mut count = 0;
             for (index, item) in value.try_iter()?.enumerate() {

@@ -88,9 +88,11 @@ impl ReasoningSplitter {
 
     /// Ends the stream: held-back text is released as what it is, ordinary text.
     pub fn finish(self) -> Option<ReasoningChunk> {
-        let kind = self.kind();
-        (!self.pending.is_empty()).then(|| ReasoningChunk {
-            kind,
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(ReasoningChunk {
+            kind: self.kind(),
             text: self.pending,
         })
     }

@@ -132,8 +132,14 @@ mod tests {
     #[test]
     fn withholds_a_partial_match_then_releases_it() {
         let mut matcher = StopMatcher::new(["</answer>"]);
-        assert_eq!(matcher.check("a </ans"), StopCheck::Continue { safe_len: 2 });
-        assert_eq!(matcher.check("a </ans!"), StopCheck::Continue { safe_len: 8 });
+        assert_eq!(
+            matcher.check("a </ans"),
+            StopCheck::Continue { safe_len: 2 }
+        );
+        assert_eq!(
+            matcher.check("a </ans!"),
+            StopCheck::Continue { safe_len: 8 }
+        );
     }
 
     #[test]

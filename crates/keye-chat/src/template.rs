@@ -1,7 +1,7 @@
 use std::path::Path;
 
-use minijinja::value::Value;
 use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Value;
 use minijinja::{Environment, Error, ErrorKind};
 use serde_json::Map;
 
@@ -107,14 +107,15 @@ impl ChatTemplate {
     pub fn from_tokenizer_config(path: impl AsRef<Path>, name: Option<&str>) -> Result<Self> {
         let path = path.as_ref();
         let config = read_json(path)?;
-        let source =
-            template_entry(&config, path, name)?.ok_or_else(|| ChatError::InvalidTemplateConfig {
+        let source = template_entry(&config, path, name)?.ok_or_else(|| {
+            ChatError::InvalidTemplateConfig {
                 path: path.to_owned(),
                 reason: match name {
                     Some(name) => format!("no chat template named {name:?}"),
                     None => "no `chat_template` entry".into(),
                 },
-            })?;
+            }
+        })?;
         let mut template = Self::new(source)?;
         template.special_tokens = special_tokens(&config);
         Ok(template)
@@ -137,9 +138,8 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|source| ChatError::Template { source })?;
-        let mut context: Vec<(String, Value)> = Vec::with_capacity(
-            5 + self.special_tokens.len() + options.kwargs.len(),
-        );
+        let mut context: Vec<(String, Value)> =
+            Vec::with_capacity(5 + self.special_tokens.len() + options.kwargs.len());
         context.push((
             "messages".into(),
             messages.iter().map(json_to_value).collect(),

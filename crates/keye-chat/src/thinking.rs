@@ -51,7 +51,10 @@ impl ThinkingMode {
         }
         let (Some(switch), Some(message)) = (
             self.switch(),
-            messages.iter_mut().rev().find(|message| message.role == "user"),
+            messages
+                .iter_mut()
+                .rev()
+                .find(|message| message.role == "user"),
         ) else {
             return ThinkingMode::Auto;
         };
@@ -70,7 +73,10 @@ impl ThinkingMode {
 /// The text at the end of the last user turn: its string content, or its last part if that is
 /// text.
 fn last_user_text(messages: &[Message]) -> Option<&str> {
-    let message = messages.iter().rev().find(|message| message.role == "user")?;
+    let message = messages
+        .iter()
+        .rev()
+        .find(|message| message.role == "user")?;
     match &message.content {
         Content::Text(text) => Some(text),
         Content::Parts(parts) => match parts.last()? {
@@ -101,39 +107,69 @@ mod tests {
             Message::assistant("reply"),
             Message::user(vec![image(), Part::Text("Describe this image.".into())]),
         ];
-        assert_eq!(ThinkingMode::NoThink.apply(&mut messages), ThinkingMode::NoThink);
+        assert_eq!(
+            ThinkingMode::NoThink.apply(&mut messages),
+            ThinkingMode::NoThink
+        );
         assert_eq!(
             messages[2].content,
-            Content::Parts(vec![image(), Part::Text("Describe this image./no_think".into())])
+            Content::Parts(vec![
+                image(),
+                Part::Text("Describe this image./no_think".into())
+            ])
         );
         assert_eq!(messages[0].content, Content::Text("first".into()));
 
         let mut messages = vec![Message::user("Describe this image.")];
-        assert_eq!(ThinkingMode::Think.apply(&mut messages), ThinkingMode::Think);
-        assert_eq!(messages[0].content, Content::Text("Describe this image./think".into()));
+        assert_eq!(
+            ThinkingMode::Think.apply(&mut messages),
+            ThinkingMode::Think
+        );
+        assert_eq!(
+            messages[0].content,
+            Content::Text("Describe this image./think".into())
+        );
     }
 
     #[test]
     fn auto_adds_nothing() {
         let mut messages = vec![Message::user("Describe this image.")];
         assert_eq!(ThinkingMode::Auto.apply(&mut messages), ThinkingMode::Auto);
-        assert_eq!(messages[0].content, Content::Text("Describe this image.".into()));
+        assert_eq!(
+            messages[0].content,
+            Content::Text("Describe this image.".into())
+        );
     }
 
     #[test]
     fn existing_switch_is_kept() {
         let mut messages = vec![Message::user("Is this bright? /no_think")];
-        assert_eq!(ThinkingMode::Think.apply(&mut messages), ThinkingMode::NoThink);
-        assert_eq!(messages[0].content, Content::Text("Is this bright? /no_think".into()));
+        assert_eq!(
+            ThinkingMode::Think.apply(&mut messages),
+            ThinkingMode::NoThink
+        );
+        assert_eq!(
+            messages[0].content,
+            Content::Text("Is this bright? /no_think".into())
+        );
 
         let mut messages = vec![Message::user("Solve it./think\n")];
-        assert_eq!(ThinkingMode::NoThink.apply(&mut messages), ThinkingMode::Think);
-        assert_eq!(messages[0].content, Content::Text("Solve it./think\n".into()));
+        assert_eq!(
+            ThinkingMode::NoThink.apply(&mut messages),
+            ThinkingMode::Think
+        );
+        assert_eq!(
+            messages[0].content,
+            Content::Text("Solve it./think\n".into())
+        );
     }
 
     #[test]
     fn switch_goes_after_trailing_media() {
-        let mut messages = vec![Message::user(vec![Part::Text("What is it?".into()), image()])];
+        let mut messages = vec![Message::user(vec![
+            Part::Text("What is it?".into()),
+            image(),
+        ])];
         ThinkingMode::Think.apply(&mut messages);
         assert_eq!(
             messages[0].content,
