@@ -55,7 +55,7 @@ impl StreamDecoder {
         let emitted = self.decode(&self.window[..self.read_offset])?;
         let decoded = self.decode(&self.window)?;
         Ok(decoded
-            .get(emitted.len()..)
+            .strip_prefix(emitted.as_str())
             .filter(|rest| !rest.is_empty())
             .map(str::to_owned))
     }

@@ -1,6 +1,6 @@
 //! Everything between chat messages and token ids for Keye-VL, and back from ids to text:
 //!
-//! * [`message`](MessagesFile): the OpenAI / Qwen-VL message format (`messages.json`);
+//! * [`Message`], [`MessagesFile`]: the OpenAI / Qwen-VL message format (`messages.json`);
 //! * [`Tokenizer`]: the model's `tokenizer.json`;
 //! * [`ChatTemplate`]: Hugging Face chat templates rendered like transformers' jinja2;
 //! * [`ThinkingMode`]: Keye's in-band `/think` and `/no_think` switches;
