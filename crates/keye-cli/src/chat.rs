@@ -33,10 +33,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     let fresh = || -> Vec<Message> {
         args.system
             .iter()
-            .map(|s| Message {
-                role: "system".into(),
-                content: Content::Text(s.clone()),
-            })
+            .map(|s| Message::system(s.clone()))
             .collect()
     };
     let mut history = fresh();
@@ -75,10 +72,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         }
         let mut parts = std::mem::take(&mut attached);
         parts.push(Part::Text(line.to_owned()));
-        history.push(Message {
-            role: "user".into(),
-            content: Content::Parts(parts),
-        });
+        history.push(Message::user(Content::Parts(parts)));
         let mut request = Request::new(history.clone());
         request.thinking = args.generation.thinking();
         request.generation = args.generation.options();
@@ -93,11 +87,8 @@ pub fn run(args: &ChatArgs) -> Result<()> {
                     eprintln!("{}", crate::run::summary(&completion));
                 }
                 // Later turns see the answer without its thinking, as Qwen3-style templates do.
-                let (_, answer) = keye_chat::split_reasoning(&completion.text);
-                history.push(Message {
-                    role: "assistant".into(),
-                    content: Content::Text(answer.trim().to_owned()),
-                });
+                let answer = keye_chat::split_reasoning(&completion.text).answer;
+                history.push(Message::assistant(answer.trim()));
             }
             Err(error) => {
                 // The failed turn is dropped so the conversation can go on.

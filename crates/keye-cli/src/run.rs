@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use keye::{Completion, Flow, Request, TokenEvent};
-use keye_chat::{Content, ImagePart, Message, Part};
+use keye_chat::{Content, ImagePart, Message, MessagesFile, Part};
 
 use crate::args::{GenerationArgs, ImageArgs, ModelArgs};
 use crate::printer::Printer;
@@ -48,12 +48,7 @@ pub enum OutputFormat {
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let mut request = match &args.messages {
-        Some(path) => {
-            let (messages, base_dir) = keye_chat::load_messages(path)?;
-            let mut request = Request::new(messages);
-            request.media_base_dir = Some(base_dir);
-            request
-        }
+        Some(path) => Request::new(MessagesFile::load(path)?.into_resolved()),
         None => Request::new(single_turn(args)?),
     };
     request.thinking = args.generation.thinking();
@@ -106,10 +101,7 @@ fn single_turn(args: &RunArgs) -> Result<Vec<Message>> {
     };
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
-        messages.push(Message {
-            role: "system".into(),
-            content: Content::Text(system.clone()),
-        });
+        messages.push(Message::system(system.clone()));
     }
     let mut parts: Vec<Part> = args
         .images
@@ -122,10 +114,7 @@ fn single_turn(args: &RunArgs) -> Result<Vec<Message>> {
         })
         .collect();
     parts.push(Part::Text(prompt));
-    messages.push(Message {
-        role: "user".into(),
-        content: Content::Parts(parts),
-    });
+    messages.push(Message::user(Content::Parts(parts)));
     Ok(messages)
 }
 
@@ -147,12 +136,12 @@ pub fn summary(c: &Completion) -> String {
 }
 
 fn json_output(c: &Completion) -> serde_json::Value {
-    let (thinking, answer) = keye_chat::split_reasoning(&c.text);
+    let split = keye_chat::split_reasoning(&c.text);
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     serde_json::json!({
         "text": c.text,
-        "thinking": thinking,
-        "answer": answer,
+        "thinking": split.reasoning,
+        "answer": split.answer,
         "token_ids": c.token_ids,
         "finish_reason": c.finish_reason.as_str(),
         "usage": {

@@ -21,6 +21,8 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] keye_model::Error),
     #[error(transparent)]
+    Chat(#[from] keye_chat::ChatError),
+    #[error(transparent)]
     Tensor(#[from] candle_core::Error),
 }
 

@@ -31,7 +31,7 @@ mod trace;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use keye_chat::{ChatTemplate, StopMatcher, StreamDecoder, Tokenizer};
+use keye_chat::{ChatTemplate, PromptAssembler, StopMatcher, StreamDecoder, Tokenizer};
 use keye_media::ProcessorConfig;
 use keye_model::{GenerationConfig, KeyeModel, Sampler, SamplingParams, SequenceChunk};
 
@@ -79,6 +79,7 @@ pub struct Keye {
     model: KeyeModel,
     tokenizer: Tokenizer,
     template: ChatTemplate,
+    assembler: PromptAssembler,
     processor: ProcessorConfig,
     generation: GenerationConfig,
     end_ids: Vec<u32>,
@@ -111,6 +112,7 @@ impl Keye {
         let model = KeyeModel::load(dir)?;
         let tokenizer = Tokenizer::from_model_dir(dir)?;
         let template = ChatTemplate::from_model_dir(dir)?;
+        let assembler = PromptAssembler::new(&tokenizer, model.config().vision_config.spatial_merge_size)?;
         let processor = ProcessorConfig::from_model_dir(dir)?;
         let generation_path = dir.join("generation_config.json");
         let generation = if generation_path.is_file() {
@@ -135,6 +137,7 @@ impl Keye {
             model,
             tokenizer,
             template,
+            assembler,
             processor,
             generation,
             end_ids,
@@ -233,9 +236,11 @@ impl Keye {
             rope_delta: prompt.positions.rope_delta,
             max_new_tokens,
             end_ids: if options.ignore_eos { Vec::new() } else { self.end_ids.clone() },
-            decoder: StreamDecoder::new(),
-            stops: StopMatcher::new(options.stop.clone()),
+            decoder: Some(StreamDecoder::new(&self.tokenizer, true)),
+            stops: StopMatcher::new(options.stop.iter().cloned()),
             text: String::new(),
+            shown: 0,
+            released: String::new(),
             events: Vec::new(),
             finish: None,
             timings: Timings {
@@ -247,7 +252,7 @@ impl Keye {
             trace,
         };
         let token = sequence.sampler.sample(&mut logits, &sequence.history);
-        sequence.accept(token, &self.tokenizer);
+        sequence.accept(token)?;
         Ok(sequence)
     }
 
@@ -274,7 +279,7 @@ impl Keye {
         let mut logits = logits.flatten_all()?.to_vec1::<f32>()?;
         for (sequence, row) in active.iter_mut().zip(logits.chunks_exact_mut(vocab)) {
             let token = sequence.sampler.sample(row, &sequence.history);
-            sequence.accept(token, &self.tokenizer);
+            sequence.accept(token)?;
             sequence.time_decode(started);
         }
         Ok(())

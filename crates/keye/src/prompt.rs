@@ -1,7 +1,7 @@
 //! From a request to model inputs: media loaded and preprocessed, the chat template rendered,
 //! placeholders expanded to token ids, and the 3-D positions computed.
 
-use keye_chat::{Content, Part};
+use keye_chat::{Content, Part, RenderOptions};
 use keye_media::{Generation, GridThw};
 use keye_model::{Architecture, Positions};
 
@@ -47,7 +47,7 @@ pub(crate) fn prepare(keye: &Keye, request: &Request) -> Result<Prompt> {
                 Part::Image(image) => {
                     let decoded = keye_media::load_image(
                         &image.source,
-                        request.media_base_dir.as_deref(),
+                        None,
                         &request.media_policy,
                         generation,
                     )?;
@@ -64,9 +64,12 @@ pub(crate) fn prepare(keye: &Keye, request: &Request) -> Result<Prompt> {
     }
     let mut messages = request.messages.clone();
     request.thinking.apply(&mut messages);
-    let text = keye.template.render(&messages, true)?;
-    let merge = keye.model.config().vision_config.spatial_merge_size;
-    let input_ids = keye_chat::expand_prompt(&keye.tokenizer, &text, &grids, &[], merge)?;
+    let options = RenderOptions {
+        add_generation_prompt: true,
+        ..RenderOptions::default()
+    };
+    let text = keye.template.render(&messages, &options)?;
+    let input_ids = keye.assembler.assemble(&text, &grids, &[])?;
     let positions = keye.model.positions(&input_ids, &grids, &[])?;
     let images = (!grids.is_empty()).then(|| VisualInput {
         pixel_values,

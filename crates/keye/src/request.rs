@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 use keye_chat::{Message, ThinkingMode};
 use keye_media::MediaPolicy;
 
@@ -9,8 +7,6 @@ pub struct Request {
     pub messages: Vec<Message>,
     pub thinking: ThinkingMode,
     pub generation: GenerationOptions,
-    /// Folder that relative media paths resolve against (the folder of a messages file).
-    pub media_base_dir: Option<PathBuf>,
     pub media_policy: MediaPolicy,
     /// Keep the intermediate tensors of the request (see [`crate::Trace`]).
     pub trace: bool,
@@ -22,7 +18,6 @@ impl Request {
             messages,
             thinking: ThinkingMode::Auto,
             generation: GenerationOptions::default(),
-            media_base_dir: None,
             media_policy: MediaPolicy::default(),
             trace: false,
         }

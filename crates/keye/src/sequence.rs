@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use keye_chat::{StopMatcher, StreamDecoder};
+use keye_chat::{StopCheck, StopMatcher, StreamDecoder};
 use keye_model::{KvCache, Sampler};
 
+use crate::error::Result;
 use crate::trace::Trace;
 
 /// Why generation ended.
@@ -85,9 +86,13 @@ pub struct Sequence {
     pub(crate) rope_delta: i64,
     pub(crate) max_new_tokens: usize,
     pub(crate) end_ids: Vec<u32>,
-    pub(crate) decoder: StreamDecoder,
+    pub(crate) decoder: Option<StreamDecoder>,
     pub(crate) stops: StopMatcher,
+    /// Everything decoded so far; `text[..shown]` has been handed out in events.
     pub(crate) text: String,
+    pub(crate) shown: usize,
+    /// Text released by the current token, not yet in an event.
+    pub(crate) released: String,
     pub(crate) events: Vec<TokenEvent>,
     pub(crate) finish: Option<FinishReason>,
     pub(crate) timings: Timings,
@@ -111,8 +116,9 @@ impl Sequence {
         &self.generated
     }
 
+    /// The answer so far, without text held back for a possible stop string.
     pub fn text(&self) -> &str {
-        &self.text
+        &self.text[..self.shown]
     }
 
     /// Events produced since the last call, oldest first.
@@ -123,7 +129,8 @@ impl Sequence {
     /// Stops generating; text held back for a possible stop string is released.
     pub fn cancel(&mut self) {
         if self.finish.is_none() {
-            self.end(FinishReason::Cancelled);
+            // Only a decoding error can fail here, and the caller is abandoning the text anyway.
+            let _ = self.end(FinishReason::Cancelled);
         }
     }
 
@@ -137,40 +144,75 @@ impl Sequence {
     }
 
     /// Records a sampled token: decides whether generation ends and what text it adds.
-    pub(crate) fn accept(&mut self, token: u32, tokenizer: &keye_chat::Tokenizer) {
+    pub(crate) fn accept(&mut self, token: u32) -> Result<()> {
         self.generated.push(token);
         self.history.push(token);
         if self.end_ids.contains(&token) {
-            self.events.push(TokenEvent { id: token, text: String::new() });
-            self.end(FinishReason::Stop);
-            return;
+            self.events.push(TokenEvent {
+                id: token,
+                text: String::new(),
+            });
+            return self.end(FinishReason::Stop);
         }
-        let delta = self.decoder.push(tokenizer, token);
-        let outcome = self.stops.push(&delta);
-        self.text.push_str(&outcome.text);
-        self.events.push(TokenEvent { id: token, text: outcome.text });
-        if outcome.stopped {
+        let decoder = self.decoder.as_mut().expect("decoder lives until the end");
+        if let Some(delta) = decoder.push(token)? {
+            self.text.push_str(&delta);
+        }
+        let stopped = self.release_text();
+        self.events.push(TokenEvent {
+            id: token,
+            text: std::mem::take(&mut self.released),
+        });
+        if stopped {
             self.finish = Some(FinishReason::Stop);
+            self.decoder = None;
         } else if self.generated.len() >= self.max_new_tokens
             || self.cache.len() + 1 > self.cache.capacity()
         {
-            self.end(FinishReason::Length);
+            self.end(FinishReason::Length)?;
         }
+        Ok(())
     }
 
-    fn end(&mut self, reason: FinishReason) {
-        let rest = self.stops.flush();
-        if !rest.is_empty() {
+    /// Moves text that can no longer be part of a stop string into `released`; on a stop
+    /// string, cuts the text before it and returns true.
+    fn release_text(&mut self) -> bool {
+        let (end, stopped) = match self.stops.check(&self.text) {
+            StopCheck::Stopped { start, .. } => (start, true),
+            StopCheck::Continue { safe_len } => (safe_len, false),
+        };
+        if end > self.shown {
+            self.released.push_str(&self.text[self.shown..end]);
+            self.shown = end;
+        }
+        if stopped {
+            self.text.truncate(end);
+        }
+        stopped
+    }
+
+    /// Ends generation, releasing held-back text (an unfinished character decodes to U+FFFD).
+    fn end(&mut self, reason: FinishReason) -> Result<()> {
+        if let Some(rest) = self.decoder.take().map(StreamDecoder::finish).transpose()?.flatten() {
             self.text.push_str(&rest);
+        }
+        let stopped = self.release_text();
+        if !stopped {
+            self.released.push_str(&self.text[self.shown..]);
+            self.shown = self.text.len();
+        }
+        if !self.released.is_empty() {
+            let text = std::mem::take(&mut self.released);
             match self.events.last_mut() {
-                Some(last) => last.text.push_str(&rest),
+                Some(last) => last.text.push_str(&text),
                 None => self.events.push(TokenEvent {
-                    id: *self.generated.last().unwrap_or(&0),
-                    text: rest,
+                    id: self.generated.last().copied().unwrap_or_default(),
+                    text,
                 }),
             }
         }
-        self.finish = Some(reason);
+        self.finish = Some(if stopped { FinishReason::Stop } else { reason });
+        Ok(())
     }
 
     pub(crate) fn time_decode(&mut self, start: Instant) {
@@ -178,7 +220,8 @@ impl Sequence {
     }
 
     /// The finished request's result.
-    pub fn into_completion(self) -> Completion {
+    pub fn into_completion(mut self) -> Completion {
+        self.text.truncate(self.shown);
         Completion {
             text: self.text,
             usage: Usage {
