@@ -5,7 +5,7 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
@@ -35,7 +35,7 @@ pub struct MediaPolicy {
     pub connect_timeout: Duration,
     /// Longest wait for any single read from the server.
     pub read_timeout: Duration,
-    /// Longest time a whole request (connect, redirects, body) may take.
+    /// Longest time a request may take until its body is read (checked between body reads).
     pub total_timeout: Duration,
     pub max_redirects: u32,
 }
@@ -218,18 +218,39 @@ fn read_local(
     if size > policy.max_bytes {
         return Err(too_large());
     }
-    read_limited(file, policy.max_bytes, size)
+    read_limited(file, policy.max_bytes, size, None)
         .map_err(io_error)?
         .ok_or_else(too_large)
 }
 
-/// Reads at most `limit` bytes; `Ok(None)` if the reader has more.
-fn read_limited(reader: impl Read, limit: u64, size_hint: u64) -> std::io::Result<Option<Vec<u8>>> {
+/// Reads at most `limit` bytes; `Ok(None)` if the reader has more. Fails with `TimedOut` once
+/// `deadline` has passed (each read itself is bounded by the socket's read timeout).
+fn read_limited(
+    mut reader: impl Read,
+    limit: u64,
+    size_hint: u64,
+    deadline: Option<Instant>,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::with_capacity(size_hint.min(limit) as usize);
-    reader
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)?;
-    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "total time limit exceeded",
+            ));
+        }
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(Some(bytes)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if bytes.len() as u64 + n as u64 > limit {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// Decodes a data URL payload leniently, like Python's `base64.b64decode`: characters outside
@@ -283,11 +304,13 @@ fn fetch_remote(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>> {
             reason: "remote URLs are not allowed".into(),
         });
     }
+    let deadline = Instant::now() + policy.total_timeout;
     let refused_address: Arc<Mutex<Option<IpAddr>>> = Arc::default();
+    // ureq's own overall timeout would replace the per-read timeout, so the total limit is
+    // enforced while reading the body instead.
     let mut agent = ureq::AgentBuilder::new()
         .timeout_connect(policy.connect_timeout)
         .timeout_read(policy.read_timeout)
-        .timeout(policy.total_timeout)
         .redirects(policy.max_redirects);
     if !policy.allow_private_network {
         // Checking inside the resolver covers redirects, and the connection goes to the very
@@ -336,6 +359,7 @@ fn fetch_remote(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>> {
         response.into_reader(),
         policy.max_bytes,
         declared_len.unwrap_or(0),
+        Some(deadline),
     )
     .map_err(|error| {
         if is_timeout(&error) {

@@ -7,27 +7,149 @@ use crate::common::{Rng, data_dir, sha256_hex};
 
 /// file, Pillow mode, (width, height), sha256[:16] of the RGB bytes after `convert("RGB")`,
 /// and after keye-vl-utils 1.0.0's `to_rgb`. Files and digests were produced with Pillow 11.3.0.
-const PILLOW_DECODES: [(&str, &str, (u32, u32), &str, &str); 19] = [
-    ("bmp_palette.bmp", "P", (13, 11), "ad2930be54e9deaa", "ad2930be54e9deaa"),
-    ("bmp_rgb.bmp", "RGB", (13, 11), "91664cdb2afc6a4b", "91664cdb2afc6a4b"),
-    ("gif_two_frames.gif", "P", (17, 13), "bb47fe6408b9545c", "bb47fe6408b9545c"),
-    ("jpeg_420.jpg", "RGB", (53, 37), "be02e06935fcb7d5", "be02e06935fcb7d5"),
-    ("jpeg_422.jpg", "RGB", (41, 30), "6356a8b4ee796c18", "6356a8b4ee796c18"),
-    ("jpeg_cmyk.jpg", "CMYK", (18, 24), "a661af5d6a63794c", "a661af5d6a63794c"),
-    ("jpeg_gray.jpg", "L", (30, 20), "04c6483b4bf7b2d5", "04c6483b4bf7b2d5"),
-    ("jpeg_progressive.jpg", "RGB", (33, 45), "d1c1f1b2f12efb91", "d1c1f1b2f12efb91"),
-    ("png_bilevel.png", "1", (17, 13), "7846127c8b49d6c2", "7846127c8b49d6c2"),
-    ("png_gray16.png", "I;16", (17, 13), "491ce8f7c8ff17fa", "491ce8f7c8ff17fa"),
-    ("png_la.png", "LA", (17, 13), "53522f61eef9ab81", "53522f61eef9ab81"),
-    ("png_palette_trns.png", "P", (17, 13), "bcc2432642864df2", "bcc2432642864df2"),
-    ("png_rgb_trns.png", "RGB", (17, 13), "25ff6284ce24567a", "25ff6284ce24567a"),
-    ("png_rgba.png", "RGBA", (17, 13), "25ff6284ce24567a", "48a396b04397f455"),
-    ("png_rgb16.png", "RGB", (11, 9), "cddcd8c102ecf1b6", "cddcd8c102ecf1b6"),
-    ("png_rgba16.png", "RGBA", (11, 9), "cddcd8c102ecf1b6", "686b43ef95116b3e"),
-    ("webp_lossless_alpha.webp", "RGBA", (17, 13), "25ff6284ce24567a", "48a396b04397f455"),
-    ("webp_lossy.webp", "RGB", (34, 21), "36f50f7e9735656c", "36f50f7e9735656c"),
+type PillowDecode = (
+    &'static str,
+    &'static str,
+    (u32, u32),
+    &'static str,
+    &'static str,
+);
+
+const PILLOW_DECODES: [PillowDecode; 19] = [
+    (
+        "bmp_palette.bmp",
+        "P",
+        (13, 11),
+        "ad2930be54e9deaa",
+        "ad2930be54e9deaa",
+    ),
+    (
+        "bmp_rgb.bmp",
+        "RGB",
+        (13, 11),
+        "91664cdb2afc6a4b",
+        "91664cdb2afc6a4b",
+    ),
+    (
+        "gif_two_frames.gif",
+        "P",
+        (17, 13),
+        "bb47fe6408b9545c",
+        "bb47fe6408b9545c",
+    ),
+    (
+        "jpeg_420.jpg",
+        "RGB",
+        (53, 37),
+        "be02e06935fcb7d5",
+        "be02e06935fcb7d5",
+    ),
+    (
+        "jpeg_422.jpg",
+        "RGB",
+        (41, 30),
+        "6356a8b4ee796c18",
+        "6356a8b4ee796c18",
+    ),
+    (
+        "jpeg_cmyk.jpg",
+        "CMYK",
+        (18, 24),
+        "a661af5d6a63794c",
+        "a661af5d6a63794c",
+    ),
+    (
+        "jpeg_gray.jpg",
+        "L",
+        (30, 20),
+        "04c6483b4bf7b2d5",
+        "04c6483b4bf7b2d5",
+    ),
+    (
+        "jpeg_progressive.jpg",
+        "RGB",
+        (33, 45),
+        "d1c1f1b2f12efb91",
+        "d1c1f1b2f12efb91",
+    ),
+    (
+        "png_bilevel.png",
+        "1",
+        (17, 13),
+        "7846127c8b49d6c2",
+        "7846127c8b49d6c2",
+    ),
+    (
+        "png_gray16.png",
+        "I;16",
+        (17, 13),
+        "491ce8f7c8ff17fa",
+        "491ce8f7c8ff17fa",
+    ),
+    (
+        "png_la.png",
+        "LA",
+        (17, 13),
+        "53522f61eef9ab81",
+        "53522f61eef9ab81",
+    ),
+    (
+        "png_palette_trns.png",
+        "P",
+        (17, 13),
+        "bcc2432642864df2",
+        "bcc2432642864df2",
+    ),
+    (
+        "png_rgb_trns.png",
+        "RGB",
+        (17, 13),
+        "25ff6284ce24567a",
+        "25ff6284ce24567a",
+    ),
+    (
+        "png_rgba.png",
+        "RGBA",
+        (17, 13),
+        "25ff6284ce24567a",
+        "48a396b04397f455",
+    ),
+    (
+        "png_rgb16.png",
+        "RGB",
+        (11, 9),
+        "cddcd8c102ecf1b6",
+        "cddcd8c102ecf1b6",
+    ),
+    (
+        "png_rgba16.png",
+        "RGBA",
+        (11, 9),
+        "cddcd8c102ecf1b6",
+        "686b43ef95116b3e",
+    ),
+    (
+        "webp_lossless_alpha.webp",
+        "RGBA",
+        (17, 13),
+        "25ff6284ce24567a",
+        "48a396b04397f455",
+    ),
+    (
+        "webp_lossy.webp",
+        "RGB",
+        (34, 21),
+        "36f50f7e9735656c",
+        "36f50f7e9735656c",
+    ),
     // The fixture JPEG of the `two_images` case (4:2:0).
-    ("../../../../tests/fixtures/cases/keye-1.5-tiny/two_images/inputs/img_b_70x130.jpg", "RGB", (70, 130), "3fe0dd74aa219e72", "3fe0dd74aa219e72"),
+    (
+        "../../../../tests/fixtures/cases/keye-1.5-tiny/two_images/inputs/img_b_70x130.jpg",
+        "RGB",
+        (70, 130),
+        "3fe0dd74aa219e72",
+        "3fe0dd74aa219e72",
+    ),
 ];
 
 fn read(name: &str) -> Vec<u8> {
@@ -48,7 +170,9 @@ fn decodes_like_pillow() {
             assert_eq!((image.width(), image.height()), (width, height), "{name}");
             let got = sha256_hex(image.as_raw());
             if !got.starts_with(digest) {
-                mismatches.push(format!("{name} (Pillow mode {mode}, {alpha:?}): sha256 {got}"));
+                mismatches.push(format!(
+                    "{name} (Pillow mode {mode}, {alpha:?}): sha256 {got}"
+                ));
             }
         }
     }
@@ -69,7 +193,13 @@ fn unknown_and_random_bytes_are_refused() {
 
 #[test]
 fn truncated_files_are_errors() {
-    for name in ["png_rgba.png", "jpeg_420.jpg", "jpeg_progressive.jpg", "gif_two_frames.gif", "webp_lossy.webp"] {
+    for name in [
+        "png_rgba.png",
+        "jpeg_420.jpg",
+        "jpeg_progressive.jpg",
+        "gif_two_frames.gif",
+        "webp_lossy.webp",
+    ] {
         let bytes = read(name);
         for cut in [bytes.len() / 2, bytes.len() / 3, 30] {
             let result = decode_image(&bytes[..cut], AlphaMode::Drop, PILLOW_MAX_IMAGE_PIXELS);
@@ -104,7 +234,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -131,8 +265,16 @@ fn png_claiming(width: u32, height: u32) -> Vec<u8> {
 fn decompression_bombs_are_refused_from_the_header() {
     let bomb = png_claiming(100_000, 100_000);
     match decode_image(&bomb, AlphaMode::Drop, PILLOW_MAX_IMAGE_PIXELS) {
-        Err(MediaError::ImageTooLarge { width, height, max_pixels, .. }) => {
-            assert_eq!((width, height, max_pixels), (100_000, 100_000, PILLOW_MAX_IMAGE_PIXELS));
+        Err(MediaError::ImageTooLarge {
+            width,
+            height,
+            max_pixels,
+            ..
+        }) => {
+            assert_eq!(
+                (width, height, max_pixels),
+                (100_000, 100_000, PILLOW_MAX_IMAGE_PIXELS)
+            );
         }
         other => panic!("expected ImageTooLarge, got {other:?}"),
     }
@@ -143,7 +285,11 @@ fn decompression_bombs_are_refused_from_the_header() {
     jpeg[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
     assert!(matches!(
         decode_image(&jpeg, AlphaMode::Drop, PILLOW_MAX_IMAGE_PIXELS),
-        Err(MediaError::ImageTooLarge { width: 60_000, height: 60_000, .. })
+        Err(MediaError::ImageTooLarge {
+            width: 60_000,
+            height: 60_000,
+            ..
+        })
     ));
 
     // A GIF whose logical screen is 65535×65535.
@@ -151,7 +297,11 @@ fn decompression_bombs_are_refused_from_the_header() {
     gif[6..10].copy_from_slice(&[0xFF; 4]);
     assert!(matches!(
         decode_image(&gif, AlphaMode::Drop, PILLOW_MAX_IMAGE_PIXELS),
-        Err(MediaError::ImageTooLarge { width: 65_535, height: 65_535, .. })
+        Err(MediaError::ImageTooLarge {
+            width: 65_535,
+            height: 65_535,
+            ..
+        })
     ));
 
     // The limit is the caller's: a 17×13 image against a 100-pixel budget.

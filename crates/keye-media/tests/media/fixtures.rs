@@ -14,13 +14,21 @@ use crate::common::fixtures_dir;
 /// resize error is 2/255 ≈ 7.8e-3.
 const PIXEL_TOLERANCE: f32 = 1e-5;
 
-const IMAGE_CASES: [&str; 4] = ["image_224x168", "image_tiny_30x40", "two_images", "no_think"];
+const IMAGE_CASES: [&str; 4] = [
+    "image_224x168",
+    "image_tiny_30x40",
+    "two_images",
+    "no_think",
+];
 
 fn check_case(model: &str, generation: Generation, case: &str) {
     let root = fixtures_dir();
     let case_dir = root.join("cases").join(model).join(case);
     let cfg = ProcessorConfig::from_file(
-        &root.join("models").join(model).join("preprocessor_config.json"),
+        &root
+            .join("models")
+            .join(model)
+            .join("preprocessor_config.json"),
         generation,
     )
     .unwrap();
@@ -81,13 +89,20 @@ fn check_case(model: &str, generation: Generation, case: &str) {
     }
 
     assert_eq!(grids, expected_grids, "{model}/{case}: image_grid_thw");
-    assert_eq!(pixels.len(), expected_pixels.len(), "{model}/{case}: pixel count");
+    assert_eq!(
+        pixels.len(),
+        expected_pixels.len(),
+        "{model}/{case}: pixel count"
+    );
     let (worst_index, worst) = pixels
         .iter()
         .zip(&expected_pixels)
         .map(|(a, b)| (a - b).abs())
         .enumerate()
-        .fold((0, 0f32), |best, (i, d)| if d > best.1 { (i, d) } else { best });
+        .fold(
+            (0, 0f32),
+            |best, (i, d)| if d > best.1 { (i, d) } else { best },
+        );
     assert!(
         worst <= PIXEL_TOLERANCE,
         "{model}/{case}: pixel_values differ by {worst} at flat index {worst_index}"

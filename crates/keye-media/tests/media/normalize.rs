@@ -1,6 +1,9 @@
 //! The normalisation table (§4.4 check values) and the patch layout (§6).
 
-use keye_media::{Generation, NormalizeLut, ProcessorConfig, RgbImage, patchify};
+use keye_media::{
+    Generation, NormalizeLut, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ProcessorConfig, RgbImage,
+    patchify,
+};
 
 use crate::common::{f32_le_bytes, sha256_hex};
 
@@ -25,19 +28,27 @@ fn lut_matches_reference_bits() {
     ];
     for channel in 0..3 {
         for (k, bits) in expected_bits {
-            assert_eq!(lut.get(channel, k).to_bits(), bits, "LUT[{k}] channel {channel}");
+            assert_eq!(
+                lut.get(channel, k).to_bits(),
+                bits,
+                "LUT[{k}] channel {channel}"
+            );
         }
     }
     let digest = sha256_hex(&f32_le_bytes(lut.channel(0)));
-    assert!(digest.starts_with("d15e8ce722844464"), "LUT sha256 {digest}");
+    assert!(
+        digest.starts_with("d15e8ce722844464"),
+        "LUT sha256 {digest}"
+    );
 }
 
 #[test]
 fn lut_follows_config_flags_per_channel() {
     let mut cfg = ProcessorConfig::defaults(Generation::Preview);
-    // CLIP mean/std: the same two-step arithmetic per channel.
+    // CLIP mean/std: the same two-step arithmetic per channel, with numpy's float32 mean/std.
     let lut = NormalizeLut::new(&cfg);
-    let expected = ((200.0f64 * (1.0 / 255.0)) as f32 - 0.4578275f32) / 0.26130258f32;
+    let expected = ((200.0f64 * (1.0 / 255.0)) as f32 - OPENAI_CLIP_MEAN[1] as f32)
+        / OPENAI_CLIP_STD[1] as f32;
     assert_eq!(lut.get(1, 200), expected);
 
     cfg.do_normalize = false;
@@ -54,7 +65,11 @@ fn patches_are_raster_ordered_channel_major() {
     let lut = NormalizeLut::new(&cfg);
     let (width, height) = (42, 28);
     let image = RgbImage::from_fn(width, height, |x, y| {
-        [(x + 3 * y) as u8, (2 * x + y + 100) as u8, (x * y % 251) as u8]
+        [
+            (x + 3 * y) as u8,
+            (2 * x + y + 100) as u8,
+            (x * y % 251) as u8,
+        ]
     })
     .unwrap();
     let (values, grid_h, grid_w) = patchify(&image, &lut, 14).unwrap();
@@ -76,5 +91,8 @@ fn patches_are_raster_ordered_channel_major() {
             }
         }
     }
-    assert!(patchify(&image, &lut, 28).is_err(), "42 is not a multiple of 28");
+    assert!(
+        patchify(&image, &lut, 28).is_err(),
+        "42 is not a multiple of 28"
+    );
 }

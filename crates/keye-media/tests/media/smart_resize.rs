@@ -22,7 +22,8 @@ fn bounds(min_pixels: u64, max_pixels: u64) -> ResizeBounds {
 #[test]
 fn utils_v1_5_golden_table() {
     // (h, w, min, max) → (h, w)  [§11.1]
-    let table: &[((u64, u64, u64, u64), (u64, u64))] = &[
+    type Case = ((u64, u64, u64, u64), (u64, u64));
+    let table: &[Case] = &[
         ((1080, 1920, 3136, 16056320), (1092, 1932)),
         ((480, 640, 3136, 16056320), (476, 644)),
         ((224, 224, 3136, 16056320), (224, 224)),
@@ -94,12 +95,18 @@ fn aspect_ratio_limit() {
             other => panic!("{rule:?}: expected an aspect-ratio error, got {other:?}"),
         }
         let message = err.to_string();
-        assert!(message.contains("200.01") && message.contains("200"), "{message}");
+        assert!(
+            message.contains("200.01") && message.contains("200"),
+            "{message}"
+        );
     }
     // 1:201 through the whole pipeline.
     let cfg = ProcessorConfig::defaults(Generation::V1_5);
     let err = plan_image(201, 1, &ImageOptions::default(), &cfg, Generation::V1_5).unwrap_err();
-    assert!(matches!(err, MediaError::AspectRatio { ratio, .. } if ratio == 201.0), "{err}");
+    assert!(
+        matches!(err, MediaError::AspectRatio { ratio, .. } if ratio == 201.0),
+        "{err}"
+    );
     assert!(err.to_string().contains("201"), "{err}");
 }
 
@@ -129,20 +136,72 @@ fn stage_a_and_processor_variants_golden_table() {
     // Preview pipeline (1.0.0 then HF) with processor min 3136 and with min 102400  [§11.2]
     type Hw = (u64, u64);
     let table: &[(Hw, Hw, Hw, Hw, Hw, Hw)] = &[
-        ((1080, 1920), (1092, 1932), (1092, 1932), (728, 1316), (728, 1316), (728, 1316)),
-        ((480, 640), (476, 644), (476, 644), (476, 644), (476, 644), (476, 644)),
-        ((4000, 3000), (4004, 2996), (4004, 2996), (1148, 840), (1148, 840), (1148, 840)),
+        (
+            (1080, 1920),
+            (1092, 1932),
+            (1092, 1932),
+            (728, 1316),
+            (728, 1316),
+            (728, 1316),
+        ),
+        (
+            (480, 640),
+            (476, 644),
+            (476, 644),
+            (476, 644),
+            (476, 644),
+            (476, 644),
+        ),
+        (
+            (4000, 3000),
+            (4004, 2996),
+            (4004, 2996),
+            (1148, 840),
+            (1148, 840),
+            (1148, 840),
+        ),
         ((10, 10), (56, 56), (56, 56), (56, 56), (56, 56), (336, 336)),
-        ((10, 500), (28, 504), (28, 504), (28, 1400), (28, 504), (84, 1372)),
-        ((5, 1000), (28, 1008), (28, 1008), (28, 5600), (28, 1008), (56, 1932)),
+        (
+            (10, 500),
+            (28, 504),
+            (28, 504),
+            (28, 1400),
+            (28, 504),
+            (84, 1372),
+        ),
+        (
+            (5, 1000),
+            (28, 1008),
+            (28, 1008),
+            (28, 5600),
+            (28, 1008),
+            (56, 1932),
+        ),
         ((70, 70), (56, 56), (56, 56), (56, 56), (56, 56), (336, 336)),
-        ((2160, 3840), (2156, 3836), (2156, 3836), (728, 1316), (728, 1316), (728, 1316)),
-        ((300, 20000), (308, 19992), (308, 19992), (112, 8176), (112, 8064), (112, 8064)),
+        (
+            (2160, 3840),
+            (2156, 3836),
+            (2156, 3836),
+            (728, 1316),
+            (728, 1316),
+            (728, 1316),
+        ),
+        (
+            (300, 20000),
+            (308, 19992),
+            (308, 19992),
+            (112, 8176),
+            (112, 8064),
+            (112, 8064),
+        ),
     ];
     let utils_v1_5 = bounds(3136, UTILS_V1_5_MAX);
     let utils_v1_0 = bounds(3136, UTILS_V1_0_MAX);
     for &((h, w), v1_5, v1_0, hf_direct, pipeline_3136, pipeline_102400) in table {
-        assert_eq!(smart_resize(h, w, utils_v1_5, SmartResizeRule::UtilsV1_5).unwrap(), v1_5);
+        assert_eq!(
+            smart_resize(h, w, utils_v1_5, SmartResizeRule::UtilsV1_5).unwrap(),
+            v1_5
+        );
         let stage_a = smart_resize(h, w, utils_v1_0, SmartResizeRule::UtilsV1_0).unwrap();
         assert_eq!(stage_a, v1_0, "{h}x{w} utils 1.0.0");
         let hf = |(h, w): Hw, min| {
@@ -155,19 +214,39 @@ fn stage_a_and_processor_variants_golden_table() {
             .unwrap()
         };
         assert_eq!(hf((h, w), 3136), hf_direct, "{h}x{w} Preview HF direct");
-        assert_eq!(hf(stage_a, 3136), pipeline_3136, "{h}x{w} Preview pipeline, min 3136");
-        assert_eq!(hf(stage_a, 102_400), pipeline_102400, "{h}x{w} Preview pipeline, min 102400");
+        assert_eq!(
+            hf(stage_a, 3136),
+            pipeline_3136,
+            "{h}x{w} Preview pipeline, min 3136"
+        );
+        assert_eq!(
+            hf(stage_a, 102_400),
+            pipeline_102400,
+            "{h}x{w} Preview pipeline, min 102400"
+        );
 
         // The same through the public planner (decoded width/height order).
         let mut cfg = ProcessorConfig::defaults(Generation::Preview);
         cfg.min_pixels = 102_400;
-        let plan = plan_image(w as u32, h as u32, &ImageOptions::default(), &cfg, Generation::Preview)
-            .unwrap();
+        let plan = plan_image(
+            w as u32,
+            h as u32,
+            &ImageOptions::default(),
+            &cfg,
+            Generation::Preview,
+        )
+        .unwrap();
         assert_eq!(
-            (u64::from(plan.resized_size.height), u64::from(plan.resized_size.width)),
+            (
+                u64::from(plan.resized_size.height),
+                u64::from(plan.resized_size.width)
+            ),
             pipeline_102400
         );
-        assert_eq!(plan.tokens as u64, pipeline_102400.0 * pipeline_102400.1 / 784);
+        assert_eq!(
+            plan.tokens as u64,
+            pipeline_102400.0 * pipeline_102400.1 / 784
+        );
     }
 }
 
@@ -185,7 +264,10 @@ fn transformers_port_variant() {
     assert_eq!(smart_resize(1080, 1920, b, rule).unwrap(), (728, 1316));
     // 20×1000 with max 28·28·4: round gives 28×1008, over max; beta = sqrt(20000/3136), the
     // short side floors to 0 and is clamped to 28, the long side floors to 14 factors.
-    assert_eq!(smart_resize(20, 1000, bounds(0, 3136), rule).unwrap(), (28, 392));
+    assert_eq!(
+        smart_resize(20, 1000, bounds(0, 3136), rule).unwrap(),
+        (28, 392)
+    );
     // 5×1000 rounds to 0×1008, which is in bounds when min is 0: Python returns the empty side,
     // we refuse it.
     assert!(matches!(

@@ -11,9 +11,27 @@ use crate::common::{f32_le_bytes, sha256_hex, synth};
 fn synthetic_images_match_pillow_11_3() {
     // (H, W) → resized (H, W), grid, Σ of the resized u8 image, sha256[:16] of pixel_values.
     let cases = [
-        ((37, 53), (56, 84), [1, 4, 6], 1_627_900u64, "69bf3965078a2e42"),
-        ((480, 640), (476, 644), [1, 34, 46], 116_566_673, "f424b2905d6c044e"),
-        ((1000, 750), (1008, 756), [1, 72, 54], 289_862_600, "4ecbf0624b990ac2"),
+        (
+            (37, 53),
+            (56, 84),
+            [1, 4, 6],
+            1_627_900u64,
+            "69bf3965078a2e42",
+        ),
+        (
+            (480, 640),
+            (476, 644),
+            [1, 34, 46],
+            116_566_673,
+            "f424b2905d6c044e",
+        ),
+        (
+            (1000, 750),
+            (1008, 756),
+            [1, 72, 54],
+            289_862_600,
+            "4ecbf0624b990ac2",
+        ),
     ];
     let mut cfg = ProcessorConfig::defaults(Generation::V1_5);
     cfg.image_mean = [0.5; 3];
@@ -24,7 +42,10 @@ fn synthetic_images_match_pillow_11_3() {
             preprocess_image(&image, &ImageOptions::default(), &cfg, Generation::V1_5).unwrap();
         let plan = processed.plan;
         assert_eq!((plan.utils_size.height, plan.utils_size.width), (rh, rw));
-        assert_eq!(plan.resized_size, plan.utils_size, "stage B keeps in-bounds sizes");
+        assert_eq!(
+            plan.resized_size, plan.utils_size,
+            "stage B keeps in-bounds sizes"
+        );
         assert_eq!(plan.grid, GridThw::new(grid[0], grid[1], grid[2]));
         assert_eq!(plan.tokens, (rh * rw / 784) as usize);
 
@@ -33,6 +54,9 @@ fn synthetic_images_match_pillow_11_3() {
         assert_eq!(total, sum, "{h}x{w}: sum of resized bytes");
 
         let got = sha256_hex(&f32_le_bytes(&processed.pixel_values));
-        assert!(got.starts_with(digest), "{h}x{w}: pixel_values sha256 {got}");
+        assert!(
+            got.starts_with(digest),
+            "{h}x{w}: pixel_values sha256 {got}"
+        );
     }
 }
