@@ -77,7 +77,7 @@ pub fn plan_image(
         return Err(MediaError::InvalidSize {
             width: resized_size.width.into(),
             height: resized_size.height.into(),
-            reason: format!("not a multiple of the {patch}-pixel patch size (do_resize is off?)"),
+            reason: format!("not a multiple of the {patch}-pixel patch size"),
         });
     }
     let grid = GridThw::new(
