@@ -3,9 +3,40 @@
 //! Turns image (and later video) sources into exactly the `pixel_values` and `grid_thw` that the
 //! official Python pipeline (keye-vl-utils + the Hugging Face processor) produces. Plain arrays
 //! only: this crate knows nothing about tensors, tokenizers or the model.
+//!
+//! Image path: [`load_image`] (fetch under a [`MediaPolicy`], decode like Pillow) →
+//! [`preprocess_image`] (keye-vl-utils resize, processor resize, normalisation, patches).
+//! [`plan_image`] gives the same sizes and token counts without touching pixels.
 
+mod config;
+mod decode;
+mod error;
+mod fetch;
 mod grid;
+mod image;
+mod normalize;
 mod options;
+mod pipeline;
+mod resample;
+mod smart_resize;
 
+pub use config::{
+    Generation, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ProcessorConfig, UTILS_IMAGE_FACTOR,
+    UTILS_MIN_PIXELS,
+};
+pub use decode::{AlphaMode, ImageFormat, decode_image};
+pub use error::{MediaError, Result};
+pub use fetch::{
+    MediaPolicy, MediaSource, PILLOW_MAX_IMAGE_PIXELS, describe_source, fetch_bytes, is_public,
+    resolve_local_path,
+};
 pub use grid::GridThw;
+pub use image::RgbImage;
+pub use normalize::{NormalizeLut, patchify};
 pub use options::{ImageOptions, VideoOptions};
+pub use pipeline::{
+    ImagePlan, ImageSize, MAX_TARGET_PIXELS, ProcessedImage, load_image, plan_image,
+    preprocess_image,
+};
+pub use resample::{ResampleFilter, resize, resize_reference};
+pub use smart_resize::{MAX_ASPECT_RATIO, ResizeBounds, SmartResizeRule, smart_resize};
