@@ -28,7 +28,9 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn load(&self) -> Result<Keye> {
         if let Some(threads) = self.threads {
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build_global()?;
         }
         let mut hub = HubOptions::from_env();
         hub.revision = self.revision.clone();

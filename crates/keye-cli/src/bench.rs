@@ -33,11 +33,14 @@ pub struct BenchArgs {
     pub skip_vision: bool,
 }
 
-const BUNDLED_PREVIEW_CONFIG: &str = include_str!("../../../tests/fixtures/keye-vl-8b-preview/config.json");
+const BUNDLED_PREVIEW_CONFIG: &str =
+    include_str!("../../../tests/fixtures/keye-vl-8b-preview/config.json");
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let config_text = match &args.config {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
         None => BUNDLED_PREVIEW_CONFIG.to_owned(),
     };
     let dir = args.dir.clone().unwrap_or_else(default_bench_dir);
@@ -49,7 +52,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let bandwidth = measure_read_bandwidth();
     println!("threads: {}", rayon::current_num_threads());
-    println!("memory read bandwidth: {:.1} GB/s (best of 3, 1 GiB buffer)", bandwidth / 1e9);
+    println!(
+        "memory read bandwidth: {:.1} GB/s (best of 3, 1 GiB buffer)",
+        bandwidth / 1e9
+    );
 
     let start = Instant::now();
     let model = KeyeModel::load(&dir)?;
@@ -83,7 +89,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         position += ids.len() as i64;
         let start = Instant::now();
         let embeds = text.embed(ids)?;
-        model.forward(&embeds, &mut [SequenceChunk { positions: &positions, cache }])?;
+        model.forward(
+            &embeds,
+            &mut [SequenceChunk {
+                positions: &positions,
+                cache,
+            }],
+        )?;
         Ok(start.elapsed())
     };
 
@@ -95,7 +107,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         elapsed.as_secs_f64(),
         args.prefill_tokens as f64 / elapsed.as_secs_f64()
     );
-    let fill: Vec<u32> = (cache.len()..args.decode_context).map(|_| next_id()).collect();
+    let fill: Vec<u32> = (cache.len()..args.decode_context)
+        .map(|_| next_id())
+        .collect();
     for chunk in fill.chunks(args.prefill_tokens.max(1)) {
         feed(chunk, &mut cache)?;
     }
@@ -117,7 +131,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bandwidth / 1e9,
         100.0 * tokens_per_s / roofline
     );
-    println!("peak RSS: {:.2} GiB", peak_rss_bytes()? as f64 / (1u64 << 30) as f64);
+    println!(
+        "peak RSS: {:.2} GiB",
+        peak_rss_bytes()? as f64 / (1u64 << 30) as f64
+    );
     Ok(())
 }
 
@@ -155,7 +172,10 @@ fn xorshift(mut x: u64) -> u64 {
 /// Best of three multi-threaded passes over a 1 GiB buffer.
 fn measure_read_bandwidth() -> f64 {
     let words = (1usize << 30) / 8;
-    let buffer: Vec<u64> = (0..words as u64).into_par_iter().map(|i| i.wrapping_mul(0x9e37)).collect();
+    let buffer: Vec<u64> = (0..words as u64)
+        .into_par_iter()
+        .map(|i| i.wrapping_mul(0x9e37))
+        .collect();
     let mut best = 0f64;
     for _ in 0..3 {
         let start = Instant::now();
@@ -171,7 +191,8 @@ fn measure_read_bandwidth() -> f64 {
 }
 
 fn peak_rss_bytes() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -190,7 +211,10 @@ fn ensure_random_checkpoint(dir: &Path, config_text: &str, config: &KeyeConfig) 
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("config.json"), config_text)?;
     let tensors = checkpoint_tensors(config);
-    let total: usize = tensors.iter().map(|t| t.shape.iter().product::<usize>() * 2).sum();
+    let total: usize = tensors
+        .iter()
+        .map(|t| t.shape.iter().product::<usize>() * 2)
+        .sum();
     eprintln!(
         "writing a random-weight bf16 checkpoint ({:.1} GB) to {} (once)",
         total as f64 / 1e9,
@@ -216,8 +240,12 @@ fn ensure_random_checkpoint(dir: &Path, config_text: &str, config: &KeyeConfig) 
             weight_map.insert(t.name.clone(), name.clone().into());
         }
     }
-    let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_vec_pretty(&index)?)?;
+    let index =
+        serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::to_vec_pretty(&index)?,
+    )?;
     std::fs::write(&done_marker, b"")?;
     Ok(())
 }
@@ -231,13 +259,26 @@ struct TensorSpec {
 
 fn checkpoint_tensors(c: &KeyeConfig) -> Vec<TensorSpec> {
     let mut out = Vec::new();
-    let mut add = |name: String, shape: Vec<usize>, ones: bool| out.push(TensorSpec { name, shape, ones });
+    let mut add =
+        |name: String, shape: Vec<usize>, ones: bool| out.push(TensorSpec { name, shape, ones });
     let v = &c.vision_config;
     let (dv, side, p) = (v.hidden_size, v.position_grid_side(), v.patch_size);
     let pre = "visual.vision_model";
-    add(format!("{pre}.embeddings.patch_embedding.weight"), vec![dv, 3, p, p], false);
-    add(format!("{pre}.embeddings.patch_embedding.bias"), vec![dv], false);
-    add(format!("{pre}.embeddings.position_embedding.weight"), vec![side * side, dv], false);
+    add(
+        format!("{pre}.embeddings.patch_embedding.weight"),
+        vec![dv, 3, p, p],
+        false,
+    );
+    add(
+        format!("{pre}.embeddings.patch_embedding.bias"),
+        vec![dv],
+        false,
+    );
+    add(
+        format!("{pre}.embeddings.position_embedding.weight"),
+        vec![side * side, dv],
+        false,
+    );
     for i in 0..v.num_hidden_layers {
         let l = format!("{pre}.encoder.layers.{i}");
         for n in ["layer_norm1", "layer_norm2"] {
@@ -248,37 +289,93 @@ fn checkpoint_tensors(c: &KeyeConfig) -> Vec<TensorSpec> {
             add(format!("{l}.self_attn.{n}.weight"), vec![dv, dv], false);
             add(format!("{l}.self_attn.{n}.bias"), vec![dv], false);
         }
-        add(format!("{l}.mlp.fc1.weight"), vec![v.intermediate_size, dv], false);
-        add(format!("{l}.mlp.fc1.bias"), vec![v.intermediate_size], false);
-        add(format!("{l}.mlp.fc2.weight"), vec![dv, v.intermediate_size], false);
+        add(
+            format!("{l}.mlp.fc1.weight"),
+            vec![v.intermediate_size, dv],
+            false,
+        );
+        add(
+            format!("{l}.mlp.fc1.bias"),
+            vec![v.intermediate_size],
+            false,
+        );
+        add(
+            format!("{l}.mlp.fc2.weight"),
+            vec![dv, v.intermediate_size],
+            false,
+        );
         add(format!("{l}.mlp.fc2.bias"), vec![dv], false);
     }
     add(format!("{pre}.post_layernorm.weight"), vec![dv], true);
     add(format!("{pre}.post_layernorm.bias"), vec![dv], false);
     let merged = dv * v.spatial_merge_size * v.spatial_merge_size;
-    let norm = if c.model_type == "KeyeVL1_5" { merged } else { dv };
+    let norm = if c.model_type == "KeyeVL1_5" {
+        merged
+    } else {
+        dv
+    };
     add("mlp_AR.pre_norm.weight".into(), vec![norm], true);
     add("mlp_AR.pre_norm.bias".into(), vec![norm], false);
     add("mlp_AR.linear_1.weight".into(), vec![merged, merged], false);
     add("mlp_AR.linear_1.bias".into(), vec![merged], false);
-    add("mlp_AR.linear_2.weight".into(), vec![c.hidden_size, merged], false);
+    add(
+        "mlp_AR.linear_2.weight".into(),
+        vec![c.hidden_size, merged],
+        false,
+    );
     add("mlp_AR.linear_2.bias".into(), vec![c.hidden_size], false);
     let (d, hd) = (c.hidden_size, c.head_dim());
     let (hq, hkv) = (c.num_attention_heads, c.num_key_value_heads);
-    add("model.embed_tokens.weight".into(), vec![c.vocab_size, d], false);
+    add(
+        "model.embed_tokens.weight".into(),
+        vec![c.vocab_size, d],
+        false,
+    );
     for i in 0..c.num_hidden_layers {
         let l = format!("model.layers.{i}");
         add(format!("{l}.input_layernorm.weight"), vec![d], true);
-        add(format!("{l}.post_attention_layernorm.weight"), vec![d], true);
-        add(format!("{l}.self_attn.q_proj.weight"), vec![hq * hd, d], false);
-        add(format!("{l}.self_attn.k_proj.weight"), vec![hkv * hd, d], false);
-        add(format!("{l}.self_attn.v_proj.weight"), vec![hkv * hd, d], false);
-        add(format!("{l}.self_attn.o_proj.weight"), vec![d, hq * hd], false);
+        add(
+            format!("{l}.post_attention_layernorm.weight"),
+            vec![d],
+            true,
+        );
+        add(
+            format!("{l}.self_attn.q_proj.weight"),
+            vec![hq * hd, d],
+            false,
+        );
+        add(
+            format!("{l}.self_attn.k_proj.weight"),
+            vec![hkv * hd, d],
+            false,
+        );
+        add(
+            format!("{l}.self_attn.v_proj.weight"),
+            vec![hkv * hd, d],
+            false,
+        );
+        add(
+            format!("{l}.self_attn.o_proj.weight"),
+            vec![d, hq * hd],
+            false,
+        );
         add(format!("{l}.self_attn.q_norm.weight"), vec![hd], true);
         add(format!("{l}.self_attn.k_norm.weight"), vec![hd], true);
-        add(format!("{l}.mlp.gate_proj.weight"), vec![c.intermediate_size, d], false);
-        add(format!("{l}.mlp.up_proj.weight"), vec![c.intermediate_size, d], false);
-        add(format!("{l}.mlp.down_proj.weight"), vec![d, c.intermediate_size], false);
+        add(
+            format!("{l}.mlp.gate_proj.weight"),
+            vec![c.intermediate_size, d],
+            false,
+        );
+        add(
+            format!("{l}.mlp.up_proj.weight"),
+            vec![c.intermediate_size, d],
+            false,
+        );
+        add(
+            format!("{l}.mlp.down_proj.weight"),
+            vec![d, c.intermediate_size],
+            false,
+        );
     }
     add("model.norm.weight".into(), vec![d], true);
     if !c.tie_word_embeddings {
@@ -318,19 +415,22 @@ fn write_shard(path: &Path, tensors: &[&TensorSpec], seed: u64) -> Result<()> {
                 .wrapping_mul(0x9e37_79b9)
                 .wrapping_add(ti as u64 * 1_000_003 + ci as u64)
                 | 1;
-            buffer[..len].par_chunks_mut(1 << 14).enumerate().for_each(|(k, part)| {
-                let mut s = xorshift(chunk_seed.wrapping_add(k as u64 * 0x2545_f491));
-                for v in part {
-                    if t.ones {
-                        *v = ones;
-                    } else {
-                        s = xorshift(s);
-                        // Uniform in ±0.035 (std ≈ 0.02), like an initialised checkpoint.
-                        let x = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.07;
-                        *v = half::bf16::from_f32(x).to_bits();
+            buffer[..len]
+                .par_chunks_mut(1 << 14)
+                .enumerate()
+                .for_each(|(k, part)| {
+                    let mut s = xorshift(chunk_seed.wrapping_add(k as u64 * 0x2545_f491));
+                    for v in part {
+                        if t.ones {
+                            *v = ones;
+                        } else {
+                            s = xorshift(s);
+                            // Uniform in ±0.035 (std ≈ 0.02), like an initialised checkpoint.
+                            let x = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.07;
+                            *v = half::bf16::from_f32(x).to_bits();
+                        }
                     }
-                }
-            });
+                });
             file.write_all(bytemuck::cast_slice(&buffer[..len]))?;
         }
     }

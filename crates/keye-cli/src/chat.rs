@@ -45,9 +45,14 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             eprint!("> ");
             std::io::stderr().flush()?;
         }
-        let Some(line) = lines.next().transpose()? else { break };
+        let Some(line) = lines.next().transpose()? else {
+            break;
+        };
         let line = line.trim();
-        match line.split_once(' ').map_or((line, ""), |(c, rest)| (c, rest.trim())) {
+        match line
+            .split_once(' ')
+            .map_or((line, ""), |(c, rest)| (c, rest.trim()))
+        {
             ("", _) => continue,
             ("/exit" | "/quit", _) => break,
             ("/reset", _) => {
@@ -78,7 +83,11 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         request.generation = args.generation.options();
         let mut printer = Printer::new(args.generation.hide_thinking);
         let result = keye.generate(&request, &mut |event: &TokenEvent| {
-            if printer.print(&event.text).is_err() { Flow::Stop } else { Flow::Continue }
+            if printer.print(&event.text).is_err() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
         });
         match result {
             Ok(completion) => {

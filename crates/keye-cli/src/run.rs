@@ -60,7 +60,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         OutputFormat::Text => {
             let mut printer = Printer::new(args.generation.hide_thinking);
             let mut failure = None;
-            let completion = keye.generate(&request, &mut |event: &TokenEvent| match printer.print(&event.text) {
+            let completion = keye.generate(&request, &mut |event: &TokenEvent| match printer
+                .print(&event.text)
+            {
                 Ok(()) => Flow::Continue,
                 Err(e) => {
                     failure = Some(e);
@@ -83,7 +85,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     };
     if let Some(path) = &args.dump {
-        let trace = completion.trace.as_ref().context("the request produced no trace")?;
+        let trace = completion
+            .trace
+            .as_ref()
+            .context("the request produced no trace")?;
         trace.write_safetensors(path)?;
     }
     Ok(())

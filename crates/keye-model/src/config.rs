@@ -194,7 +194,10 @@ impl KeyeConfig {
         {
             return Err(Error::Unsupported(format!("rope_scaling type `{kind}`")));
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(Error::Unsupported(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
@@ -208,7 +211,11 @@ impl KeyeConfig {
                 vision.hidden_act
             )));
         }
-        if vision.hidden_size % vision.num_attention_heads != 0 || vision.head_dim() % 4 != 0 {
+        if !vision
+            .hidden_size
+            .is_multiple_of(vision.num_attention_heads)
+            || !vision.head_dim().is_multiple_of(4)
+        {
             return Err(Error::Unsupported(format!(
                 "vision hidden_size {} with {} heads: the 2-D rotary needs head_dim divisible by 4",
                 vision.hidden_size, vision.num_attention_heads

@@ -55,14 +55,6 @@ impl MatrixWeight {
         Ok(Self { rows, cols, data })
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
     pub fn weights(&self) -> Weights<'_> {
         match &self.data {
             MatrixData::MappedBf16(map, range) => {
@@ -156,7 +148,7 @@ impl CustomOp1 for Linear {
                 self.weight.cols
             );
         }
-        let m = if k == 0 { 0 } else { x.len() / k };
+        let m = x.len().checked_div(k).unwrap_or(0);
         let n = self.weight.rows;
         let mut out = vec![0f32; m * n];
         keye_kernels::linear(

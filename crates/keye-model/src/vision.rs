@@ -143,10 +143,6 @@ impl VisionTower {
         })
     }
 
-    pub fn hidden_size(&self) -> usize {
-        self.hidden
-    }
-
     /// `pixels`: `[Σ t·h·w, C·P·P]` patches of all items in raster order; returns the
     /// post-LayerNorm features `[Σ t·h·w, hidden]`.
     pub fn forward(

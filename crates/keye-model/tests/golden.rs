@@ -21,7 +21,6 @@ fn fixtures() -> PathBuf {
 struct Case {
     name: String,
     bytes: Vec<u8>,
-    meta: serde_json::Value,
 }
 
 impl Case {
@@ -30,8 +29,6 @@ impl Case {
         Self {
             name: format!("{model}/{case}"),
             bytes: std::fs::read(dir.join("outputs.safetensors")).unwrap(),
-            meta: serde_json::from_slice(&std::fs::read(dir.join("outputs.json")).unwrap())
-                .unwrap(),
         }
     }
 

@@ -23,6 +23,8 @@ pub enum Error {
     #[error(transparent)]
     Chat(#[from] keye_chat::ChatError),
     #[error(transparent)]
+    Media(#[from] keye_media::MediaError),
+    #[error(transparent)]
     Tensor(#[from] candle_core::Error),
 }
 

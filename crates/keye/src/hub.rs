@@ -45,7 +45,8 @@ impl HubOptions {
             endpoint: var("HF_ENDPOINT"),
             token: var("HF_TOKEN"),
             cache_dir: var("HF_HUB_CACHE").map(PathBuf::from),
-            offline: var("HF_HUB_OFFLINE").is_some_and(|v| !matches!(v.as_str(), "0" | "false" | "False")),
+            offline: var("HF_HUB_OFFLINE")
+                .is_some_and(|v| !matches!(v.as_str(), "0" | "false" | "False")),
             revision: None,
             progress: true,
         }
@@ -61,7 +62,8 @@ pub fn looks_like_hub_id(spec: &str) -> bool {
     let ok = |s: &str| {
         !s.is_empty()
             && !s.starts_with('.')
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     ok(owner) && ok(name)
 }
@@ -86,74 +88,105 @@ pub fn resolve_model(spec: &str, options: &HubOptions) -> Result<PathBuf> {
     download_snapshot(spec, options)
 }
 
-fn download_snapshot(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
-    let cache = match &options.cache_dir {
-        Some(dir) => Cache::new(dir.clone()),
-        None => Cache::from_env(),
-    };
-    let repo = match &options.revision {
-        Some(rev) => Repo::with_revision(repo_id.to_owned(), RepoType::Model, rev.clone()),
-        None => Repo::new(repo_id.to_owned(), RepoType::Model),
-    };
-    let cached = cache.repo(repo.clone());
-    let fetch: Box<dyn Fn(&str) -> Result<Option<PathBuf>>> = if options.offline {
-        Box::new(move |file: &str| Ok(cached.get(file)))
-    } else {
-        let mut builder = ApiBuilder::from_cache(cache.clone()).with_progress(false);
-        if let Some(endpoint) = &options.endpoint {
-            builder = builder.with_endpoint(endpoint.clone());
-        }
-        if options.token.is_some() {
-            builder = builder.with_token(options.token.clone());
-        }
-        let api = builder.build().map_err(|e| hub_error(repo_id, "", e))?.repo(repo.clone());
-        let progress = options.progress;
-        let repo_id = repo_id.to_owned();
-        Box::new(move |file: &str| {
-            if let Some(path) = cached.get(file) {
-                return Ok(Some(path));
-            }
-            let result = if progress {
-                api.download_with_progress(file, DownloadBar::default())
-            } else {
-                api.download(file)
-            };
-            match result {
-                Ok(path) => Ok(Some(path)),
-                Err(hf_hub::api::sync::ApiError::RequestError(e))
-                    if matches!(*e, ureq::Error::Status(404, _)) =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(hub_error(&repo_id, file, e)),
-            }
-        })
-    };
+/// Gets one file of a hub repository: from the cache, else (unless offline) from the hub.
+/// `Ok(None)` means the hub has no such file.
+struct RepoFiles {
+    repo_id: String,
+    cached: hf_hub::CacheRepo,
+    api: Option<hf_hub::api::sync::ApiRepo>,
+    progress: bool,
+}
 
-    let missing = |file: &str| {
-        let how = if options.offline {
-            "it is not in the hub cache and HF_HUB_OFFLINE is set"
-        } else {
-            "the hub has no such file"
+impl RepoFiles {
+    fn new(repo_id: &str, options: &HubOptions) -> Result<Self> {
+        let cache = match &options.cache_dir {
+            Some(dir) => Cache::new(dir.clone()),
+            None => Cache::from_env(),
         };
-        Error::ModelNotFound(format!("{repo_id}: cannot get {file}: {how}"))
-    };
-    let mut snapshot_dir = None;
-    for file in REQUIRED_FILES {
-        let path = fetch(file)?.ok_or_else(|| missing(file))?;
-        snapshot_dir.get_or_insert_with(|| path.parent().map(Path::to_owned).unwrap_or_default());
+        let repo = match &options.revision {
+            Some(rev) => Repo::with_revision(repo_id.to_owned(), RepoType::Model, rev.clone()),
+            None => Repo::new(repo_id.to_owned(), RepoType::Model),
+        };
+        let api = if options.offline {
+            None
+        } else {
+            let mut builder = ApiBuilder::from_cache(cache.clone()).with_progress(false);
+            if let Some(endpoint) = &options.endpoint {
+                builder = builder.with_endpoint(endpoint.clone());
+            }
+            if options.token.is_some() {
+                builder = builder.with_token(options.token.clone());
+            }
+            Some(
+                builder
+                    .build()
+                    .map_err(|e| hub_error(repo_id, "", e))?
+                    .repo(repo.clone()),
+            )
+        };
+        Ok(Self {
+            repo_id: repo_id.to_owned(),
+            cached: cache.repo(repo),
+            api,
+            progress: options.progress,
+        })
+    }
+
+    fn get(&self, file: &str) -> Result<Option<PathBuf>> {
+        if let Some(path) = self.cached.get(file) {
+            return Ok(Some(path));
+        }
+        let Some(api) = &self.api else {
+            return Ok(None);
+        };
+        let result = if self.progress {
+            api.download_with_progress(file, DownloadBar::default())
+        } else {
+            api.download(file)
+        };
+        match result {
+            Ok(path) => Ok(Some(path)),
+            Err(hf_hub::api::sync::ApiError::RequestError(e))
+                if matches!(*e, ureq::Error::Status(404, _)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(hub_error(&self.repo_id, file, e)),
+        }
+    }
+
+    fn require(&self, file: &str) -> Result<PathBuf> {
+        self.get(file)?.ok_or_else(|| {
+            let how = if self.api.is_none() {
+                "it is not in the hub cache and HF_HUB_OFFLINE is set"
+            } else {
+                "the hub has no such file"
+            };
+            Error::ModelNotFound(format!("{}: cannot get {file}: {how}", self.repo_id))
+        })
+    }
+}
+
+fn download_snapshot(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
+    let files = RepoFiles::new(repo_id, options)?;
+    let config = files.require(REQUIRED_FILES[0])?;
+    for file in &REQUIRED_FILES[1..] {
+        files.require(file)?;
     }
     for file in OPTIONAL_FILES {
-        fetch(file)?;
+        files.get(file)?;
     }
-    if let Some(index) = fetch(SHARD_INDEX)? {
-        for shard in shard_names(&index)? {
-            fetch(&shard)?.ok_or_else(|| missing(&shard))?;
+    match files.get(SHARD_INDEX)? {
+        Some(index) => {
+            for shard in shard_names(&index)? {
+                files.require(&shard)?;
+            }
         }
-    } else {
-        fetch(SINGLE_WEIGHTS)?.ok_or_else(|| missing(SINGLE_WEIGHTS))?;
+        None => {
+            files.require(SINGLE_WEIGHTS)?;
+        }
     }
-    snapshot_dir.ok_or_else(|| missing("config.json"))
+    Ok(config.parent().map(Path::to_owned).unwrap_or_default())
 }
 
 fn shard_names(index: &Path) -> Result<Vec<String>> {

@@ -3,16 +3,13 @@
 //!
 //! ```no_run
 //! use keye::{Keye, LoadOptions, Request};
-//! use keye_chat::{Content, ImagePart, Message, Part};
+//! use keye_chat::{ImagePart, Message, Part};
 //!
 //! let keye = Keye::load("Kwai-Keye/Keye-VL-8B-Preview", &LoadOptions::default())?;
-//! let request = Request::new(vec![Message {
-//!     role: "user".into(),
-//!     content: Content::Parts(vec![
-//!         Part::Image(ImagePart { source: "photo.jpg".into(), options: Default::default() }),
-//!         Part::Text("Describe this image.".into()),
-//!     ]),
-//! }]);
+//! let request = Request::new(vec![Message::user(vec![
+//!     Part::Image(ImagePart { source: "photo.jpg".into(), options: Default::default() }),
+//!     Part::Text("Describe this image.".into()),
+//! ])]);
 //! let completion = keye.generate(&request, &mut |event: &keye::TokenEvent| {
 //!     print!("{}", event.text);
 //!     keye::Flow::Continue
@@ -99,7 +96,13 @@ impl Keye {
     }
 
     pub fn from_hub(repo_id: &str, hub: HubOptions) -> Result<Self> {
-        Self::load(repo_id, &LoadOptions { hub, ..LoadOptions::default() })
+        Self::load(
+            repo_id,
+            &LoadOptions {
+                hub,
+                ..LoadOptions::default()
+            },
+        )
     }
 
     fn open(dir: &Path, options: &LoadOptions) -> Result<Self> {
@@ -112,8 +115,15 @@ impl Keye {
         let model = KeyeModel::load(dir)?;
         let tokenizer = Tokenizer::from_model_dir(dir)?;
         let template = ChatTemplate::from_model_dir(dir)?;
-        let assembler = PromptAssembler::new(&tokenizer, model.config().vision_config.spatial_merge_size)?;
-        let processor = ProcessorConfig::from_model_dir(dir)?;
+        let assembler =
+            PromptAssembler::new(&tokenizer, model.config().vision_config.spatial_merge_size)?;
+        let generation_rules = media_generation(model.architecture());
+        let processor_path = dir.join("preprocessor_config.json");
+        let processor = if processor_path.is_file() {
+            ProcessorConfig::from_file(&processor_path, generation_rules)?
+        } else {
+            ProcessorConfig::defaults(generation_rules)
+        };
         let generation_path = dir.join("generation_config.json");
         let generation = if generation_path.is_file() {
             GenerationConfig::from_file(&generation_path)?
@@ -197,12 +207,22 @@ impl Keye {
 
         let mut trace = request.trace.then(Trace::default);
         let vision_started = Instant::now();
-        let images = prompt.images.as_ref().map(|v| self.encode(v, "image", trace.as_mut())).transpose()?;
-        let videos = prompt.videos.as_ref().map(|v| self.encode(v, "video", trace.as_mut())).transpose()?;
+        let images = prompt
+            .images
+            .as_ref()
+            .map(|v| self.encode(v, "image", trace.as_mut()))
+            .transpose()?;
+        let videos = prompt
+            .videos
+            .as_ref()
+            .map(|v| self.encode(v, "video", trace.as_mut()))
+            .transpose()?;
         let vision = vision_started.elapsed();
 
         let prefill_started = Instant::now();
-        let embeds = self.model.embed_prompt(&prompt.input_ids, images.as_ref(), videos.as_ref())?;
+        let embeds =
+            self.model
+                .embed_prompt(&prompt.input_ids, images.as_ref(), videos.as_ref())?;
         let mut cache = self.model.new_cache(capacity)?;
         let mut logits = None;
         let mut start = 0;
@@ -210,7 +230,13 @@ impl Keye {
             let n = PREFILL_CHUNK.min(prompt_len - start);
             let chunk = embeds.narrow(0, start, n)?;
             let positions = &prompt.positions.ids[start..start + n];
-            logits = Some(self.model.forward(&chunk, &mut [SequenceChunk { positions, cache: &mut cache }])?);
+            logits = Some(self.model.forward(
+                &chunk,
+                &mut [SequenceChunk {
+                    positions,
+                    cache: &mut cache,
+                }],
+            )?);
             start += n;
         }
         let mut logits = logits
@@ -220,7 +246,11 @@ impl Keye {
         let prefill = prefill_started.elapsed();
 
         if let Some(trace) = trace.as_mut() {
-            trace.ints("input_ids", &[prompt_len], prompt.input_ids.iter().map(|&i| i as i64));
+            trace.ints(
+                "input_ids",
+                &[prompt_len],
+                prompt.input_ids.iter().map(|&i| i as i64),
+            );
             trace.ints("position_ids", &[3, prompt_len], prompt.positions.to_rows());
             trace.ints("rope_deltas", &[1], [prompt.positions.rope_delta]);
             trace.tensor("inputs_embeds", &embeds)?;
@@ -235,7 +265,11 @@ impl Keye {
             generated: Vec::new(),
             rope_delta: prompt.positions.rope_delta,
             max_new_tokens,
-            end_ids: if options.ignore_eos { Vec::new() } else { self.end_ids.clone() },
+            end_ids: if options.ignore_eos {
+                Vec::new()
+            } else {
+                self.end_ids.clone()
+            },
             decoder: Some(StreamDecoder::new(&self.tokenizer, true)),
             stops: StopMatcher::new(options.stop.iter().cloned()),
             text: String::new(),
@@ -260,18 +294,34 @@ impl Keye {
     /// samples the next token of each.
     pub fn step(&self, sequences: &mut [&mut Sequence]) -> Result<()> {
         let started = Instant::now();
-        let mut active: Vec<&mut Sequence> = sequences.iter_mut().filter(|s| !s.is_finished()).map(|s| &mut **s).collect();
+        let mut active: Vec<&mut Sequence> = sequences
+            .iter_mut()
+            .filter(|s| !s.is_finished())
+            .map(|s| &mut **s)
+            .collect();
         if active.is_empty() {
             return Ok(());
         }
-        let tokens: Vec<u32> = active.iter().map(|s| s.pending_token().expect("unfinished sequences have a pending token")).collect();
-        let positions: Vec<[i64; 3]> = active.iter().map(|s| [s.cache.len() as i64 + s.rope_delta; 3]).collect();
+        let tokens: Vec<u32> = active
+            .iter()
+            .map(|s| {
+                s.pending_token()
+                    .expect("unfinished sequences have a pending token")
+            })
+            .collect();
+        let positions: Vec<[i64; 3]> = active
+            .iter()
+            .map(|s| [s.cache.len() as i64 + s.rope_delta; 3])
+            .collect();
         let embeds = self.model.embed_prompt(&tokens, None, None)?;
         let logits = {
             let mut chunks: Vec<SequenceChunk<'_>> = active
                 .iter_mut()
                 .zip(&positions)
-                .map(|(s, p)| SequenceChunk { positions: std::slice::from_ref(p), cache: &mut s.cache })
+                .map(|(s, p)| SequenceChunk {
+                    positions: std::slice::from_ref(p),
+                    cache: &mut s.cache,
+                })
                 .collect();
             self.model.forward(&embeds, &mut chunks)?
         };
@@ -304,9 +354,11 @@ impl Keye {
 
     fn sampling_params(&self, options: &GenerationOptions) -> SamplingParams {
         let g = &self.generation;
-        let temperature = options
-            .temperature
-            .unwrap_or(if g.do_sample { g.temperature.unwrap_or(1.0) } else { 0.0 });
+        let temperature = options.temperature.unwrap_or(if g.do_sample {
+            g.temperature.unwrap_or(1.0)
+        } else {
+            0.0
+        });
         SamplingParams {
             temperature,
             top_k: options.top_k.or(g.top_k),
@@ -316,10 +368,19 @@ impl Keye {
         }
     }
 
-    fn encode(&self, input: &VisualInput, kind: &str, trace: Option<&mut Trace>) -> Result<candle_core::Tensor> {
+    fn encode(
+        &self,
+        input: &VisualInput,
+        kind: &str,
+        trace: Option<&mut Trace>,
+    ) -> Result<candle_core::Tensor> {
         let patch = self.model.config().vision_config.patch_size;
         let rows = input.pixel_values.len() / (3 * patch * patch);
-        let pixels = candle_core::Tensor::from_slice(&input.pixel_values, (rows, 3, patch, patch), self.model.device())?;
+        let pixels = candle_core::Tensor::from_slice(
+            &input.pixel_values,
+            (rows, 3, patch, patch),
+            self.model.device(),
+        )?;
         let encoded = self.model.encode_visual(&pixels, &input.grids)?;
         if let Some(trace) = trace {
             let (pixels_name, grid_name) = match kind {
@@ -327,11 +388,26 @@ impl Keye {
                 _ => ("pixel_values_videos", "video_grid_thw"),
             };
             trace.floats(pixels_name, &[rows, 3, patch, patch], &input.pixel_values);
-            trace.ints(grid_name, &[input.trace_grids.len(), 3], input.trace_grids.iter().flat_map(|g| [g.t as i64, g.h as i64, g.w as i64]));
+            trace.ints(
+                grid_name,
+                &[input.trace_grids.len(), 3],
+                input
+                    .trace_grids
+                    .iter()
+                    .flat_map(|g| [g.t as i64, g.h as i64, g.w as i64]),
+            );
             trace.tensor(&format!("{kind}_vision_embeds"), &encoded.vision)?;
             trace.tensor(&format!("{kind}_projector_embeds"), &encoded.projected)?;
         }
         Ok(encoded.projected)
+    }
+}
+
+/// Which keye-vl-utils and processor rules apply to a model's media.
+pub(crate) fn media_generation(architecture: keye_model::Architecture) -> keye_media::Generation {
+    match architecture {
+        keye_model::Architecture::Preview => keye_media::Generation::Preview,
+        keye_model::Architecture::V1_5 => keye_media::Generation::V1_5,
     }
 }
 

@@ -2,8 +2,8 @@
 //! placeholders expanded to token ids, and the 3-D positions computed.
 
 use keye_chat::{Content, Part, RenderOptions};
-use keye_media::{Generation, GridThw};
-use keye_model::{Architecture, Positions};
+use keye_media::GridThw;
+use keye_model::Positions;
 
 use crate::error::{Error, Result};
 use crate::{Keye, Request};
@@ -34,14 +34,13 @@ pub(crate) fn prepare(keye: &Keye, request: &Request) -> Result<Prompt> {
     if request.messages.is_empty() {
         return Err(Error::InvalidRequest("no messages".into()));
     }
-    let generation = match keye.model.architecture() {
-        Architecture::Preview => Generation::Preview,
-        Architecture::V1_5 => Generation::V1_5,
-    };
+    let generation = crate::media_generation(keye.model.architecture());
     let mut pixel_values = Vec::new();
     let mut grids = Vec::new();
     for message in &request.messages {
-        let Content::Parts(parts) = &message.content else { continue };
+        let Content::Parts(parts) = &message.content else {
+            continue;
+        };
         for part in parts {
             match part {
                 Part::Image(image) => {
@@ -51,12 +50,19 @@ pub(crate) fn prepare(keye: &Keye, request: &Request) -> Result<Prompt> {
                         &request.media_policy,
                         generation,
                     )?;
-                    let processed = keye_media::preprocess_image(&decoded, &image.options, &keye.processor, generation)?;
+                    let processed = keye_media::preprocess_image(
+                        &decoded,
+                        &image.options,
+                        &keye.processor,
+                        generation,
+                    )?;
                     pixel_values.extend_from_slice(&processed.pixel_values);
-                    grids.push(processed.grid);
+                    grids.push(processed.plan.grid);
                 }
                 Part::Video(_) => {
-                    return Err(Error::InvalidRequest("video input is not supported yet".into()));
+                    return Err(Error::InvalidRequest(
+                        "video input is not supported yet".into(),
+                    ));
                 }
                 Part::Text(_) => {}
             }

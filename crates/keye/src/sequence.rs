@@ -193,7 +193,13 @@ impl Sequence {
 
     /// Ends generation, releasing held-back text (an unfinished character decodes to U+FFFD).
     fn end(&mut self, reason: FinishReason) -> Result<()> {
-        if let Some(rest) = self.decoder.take().map(StreamDecoder::finish).transpose()?.flatten() {
+        if let Some(rest) = self
+            .decoder
+            .take()
+            .map(StreamDecoder::finish)
+            .transpose()?
+            .flatten()
+        {
             self.text.push_str(&rest);
         }
         let stopped = self.release_text();

@@ -47,7 +47,12 @@ impl Trace {
         self.tensors.iter().map(|(n, _)| n.as_str())
     }
 
-    pub(crate) fn ints(&mut self, name: &str, shape: &[usize], values: impl IntoIterator<Item = i64>) {
+    pub(crate) fn ints(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: impl IntoIterator<Item = i64>,
+    ) {
         let data = values.into_iter().flat_map(i64::to_le_bytes).collect();
         self.push(name, Dtype::I64, shape, data);
     }
