@@ -1,0 +1,349 @@
+//! The `keye` binary end to end on the bundled tiny model: answers, JSON output, dumps, and
+//! clear errors with a non-zero exit for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tiny_model() -> PathBuf {
+    repo().join("tests/fixtures/models/keye-preview-tiny")
+}
+
+fn case(name: &str) -> PathBuf {
+    repo()
+        .join("tests/fixtures/cases/keye-preview-tiny")
+        .join(name)
+}
+
+fn keye(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keye"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("run keye")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn fixture_ids(case_dir: &Path) -> Vec<u64> {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case_dir.join("outputs.json")).unwrap()).unwrap();
+    meta["generated_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+const GREEDY: [&str; 5] = [
+    "--temperature",
+    "0",
+    "--max-new-tokens",
+    "16",
+    "--ignore-eos",
+];
+
+#[test]
+fn run_with_an_image_prints_the_reference_greedy_answer_as_json() {
+    let dir = case("image_224x168");
+    let image = dir.join("inputs/img_224x168.png");
+    let model = tiny_model();
+    let mut args = vec![
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+    ];
+    args.extend(GREEDY);
+    args.extend(["--output", "json", "Describe this image in detail."]);
+    let out = keye(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let ids: Vec<u64> = json["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, fixture_ids(&dir));
+    assert_eq!(json["usage"]["prompt_tokens"], 79);
+    assert_eq!(json["usage"]["completion_tokens"], 16);
+    assert!(json["timings"]["first_token_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn messages_file_and_dump_reproduce_the_reference_tensors() {
+    let dir = case("two_images");
+    let dump = tempfile::NamedTempFile::new().unwrap();
+    let model = tiny_model();
+    let messages = dir.join("messages.json");
+    let mut args = vec![
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--messages",
+        messages.to_str().unwrap(),
+    ];
+    args.extend(GREEDY);
+    args.extend(["--dump", dump.path().to_str().unwrap()]);
+    let out = keye(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let ours = std::fs::read(dump.path()).unwrap();
+    let ours = safetensors::SafeTensors::deserialize(&ours).unwrap();
+    let reference = std::fs::read(dir.join("outputs.safetensors")).unwrap();
+    let reference = safetensors::SafeTensors::deserialize(&reference).unwrap();
+    for name in [
+        "input_ids",
+        "position_ids",
+        "pixel_values",
+        "image_grid_thw",
+        "image_vision_embeds",
+        "image_projector_embeds",
+        "inputs_embeds",
+        "logits_last",
+    ] {
+        let (a, b) = (ours.tensor(name).unwrap(), reference.tensor(name).unwrap());
+        assert_eq!((a.dtype(), a.shape()), (b.dtype(), b.shape()), "{name}");
+    }
+    assert_eq!(
+        ours.tensor("input_ids").unwrap().data(),
+        reference.tensor("input_ids").unwrap().data()
+    );
+    assert_eq!(
+        ours.tensor("position_ids").unwrap().data(),
+        reference.tensor("position_ids").unwrap().data()
+    );
+}
+
+#[test]
+fn text_output_streams_the_answer() {
+    let model = tiny_model();
+    let mut args = vec!["run", "--model", model.to_str().unwrap()];
+    args.extend(GREEDY);
+    args.push("Hello! Please write a short poem about the sea.");
+    let out = keye(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case("text_only").join("outputs.json")).unwrap())
+            .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.trim_end_matches('\n'),
+        meta["generated_text_skip_special"].as_str().unwrap()
+    );
+}
+
+fn assert_fails(args: &[&str], expected: &[&str]) {
+    let out = keye(args);
+    assert!(!out.status.success(), "expected failure for {args:?}");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
+    for needle in expected {
+        assert!(
+            err.contains(needle),
+            "stderr for {args:?} lacks {needle:?}: {err}"
+        );
+    }
+}
+
+fn png(width: u32, height: u32, claimed: Option<(u32, u32)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    let mut writer = encoder.write_header().unwrap();
+    writer
+        .write_image_data(&vec![128u8; (width * height * 3) as usize])
+        .unwrap();
+    drop(writer);
+    if let Some((w, h)) = claimed {
+        // Rewrite the IHDR size (bytes 16..24) and its CRC: a header that lies.
+        out[16..20].copy_from_slice(&w.to_be_bytes());
+        out[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&out[12..29]);
+        out[29..33].copy_from_slice(&crc.to_be_bytes());
+    }
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn bad_images_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model();
+    let model = model.to_str().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let real = std::fs::read(case("image_224x168").join("inputs/img_224x168.png")).unwrap();
+    let truncated = write("truncated.png", &real[..real.len() / 3]);
+    let garbage = write("garbage.jpg", b"this is not an image at all");
+    let bomb = write("bomb.png", &png(8, 8, Some((100_000, 100_000))));
+    let thin = write("thin.png", &png(402, 2, None));
+
+    assert_fails(
+        &["run", "-m", model, "-i", "/no/such/image.png", "hi"],
+        &["/no/such/image.png"],
+    );
+    assert_fails(
+        &["run", "-m", model, "-i", &truncated, "hi"],
+        &["truncated.png"],
+    );
+    assert_fails(
+        &["run", "-m", model, "-i", &garbage, "hi"],
+        &["garbage.jpg"],
+    );
+    assert_fails(&["run", "-m", model, "-i", &bomb, "hi"], &["100000x100000"]);
+    assert_fails(
+        &["run", "-m", model, "-i", &thin, "hi"],
+        &["aspect ratio", "200"],
+    );
+    assert_fails(
+        &["run", "-m", model, "-i", "data:image/png;base64,", "hi"],
+        &["data"],
+    );
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_refused_with_numbers() {
+    let model = tiny_model();
+    let image = case("image_224x168").join("inputs/img_224x168.png");
+    assert_fails(
+        &[
+            "run",
+            "-m",
+            model.to_str().unwrap(),
+            "--max-context",
+            "20",
+            "-i",
+            image.to_str().unwrap(),
+            "hi",
+        ],
+        &["76 tokens", "20"],
+    );
+}
+
+#[test]
+fn wrong_or_incomplete_checkpoints_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        &["run", "-m", tmp.path().to_str().unwrap(), "hi"],
+        &["config.json"],
+    );
+
+    // A copy of the tiny model without one tensor and with another of the wrong shape.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for entry in std::fs::read_dir(tiny_model()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "model.safetensors" {
+            std::fs::copy(&path, broken.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let original = std::fs::read(tiny_model().join("model.safetensors")).unwrap();
+    let original = safetensors::SafeTensors::deserialize(&original).unwrap();
+    let write_without = |skip: &str| {
+        let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = original
+            .tensors()
+            .into_iter()
+            .filter(|(name, _)| name != skip)
+            .collect();
+        safetensors::serialize_to_file(kept, None, &broken.join("model.safetensors")).unwrap();
+    };
+    write_without("model.layers.1.mlp.down_proj.weight");
+    assert_fails(
+        &["run", "-m", broken.to_str().unwrap(), "hi"],
+        &["model.layers.1.mlp.down_proj.weight", "[64, 128]"],
+    );
+
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tiny_model().join("config.json")).unwrap()).unwrap();
+    write_without("");
+    config["intermediate_size"] = 96.into();
+    std::fs::write(broken.join("config.json"), config.to_string()).unwrap();
+    assert_fails(
+        &["run", "-m", broken.to_str().unwrap(), "hi"],
+        &["mlp.gate_proj.weight", "[96, 64]", "[128, 64]"],
+    );
+
+    config["model_type"] = "LlavaForSomething".into();
+    std::fs::write(broken.join("config.json"), config.to_string()).unwrap();
+    assert_fails(
+        &["run", "-m", broken.to_str().unwrap(), "hi"],
+        &["LlavaForSomething"],
+    );
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = keye(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for command in ["run", "chat", "bench"] {
+        assert!(text.contains(command), "{text}");
+    }
+}
+
+#[test]
+fn chat_keeps_the_conversation_and_handles_commands() {
+    use std::io::Write;
+    let image = case("image_224x168").join("inputs/img_224x168.png");
+    let model = tiny_model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keye"))
+        .args([
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "-t",
+            "0",
+            "-n",
+            "4",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "/image {}\nDescribe this image in detail.\nAnd now?\n/image /no/such/file.png\nbroken turn\n/reset\nHello\n/exit\nnever read\n",
+        image.display()
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    // Three answered turns (the failing one is reported and dropped, the session goes on).
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    let err = stderr(&out);
+    assert!(err.contains("/no/such/file.png"), "{err}");
+    assert!(err.contains("conversation cleared"), "{err}");
+}
