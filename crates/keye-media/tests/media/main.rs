@@ -8,3 +8,4 @@ mod normalize;
 mod resample;
 mod smart_resize;
 mod synth_pipeline;
+mod video_fixtures;
