@@ -75,6 +75,9 @@ pub enum MediaError {
         reason: String,
     },
 
+    #[error("cannot encode image: {reason}")]
+    Encode { reason: String },
+
     #[error("invalid processor config: {reason}")]
     Config { reason: String },
 

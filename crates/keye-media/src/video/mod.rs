@@ -556,7 +556,12 @@ fn plan_slow_fast(video: &SampledVideo, cfg: &ProcessorConfig) -> Result<VideoPl
 
 fn plan_uniform(video: &SampledVideo, cfg: &ProcessorConfig) -> Result<VideoPlan> {
     let utils_size = match video.origin {
-        VideoOrigin::File(_) => preview_frame_size(video)?,
+        VideoOrigin::File(_) => preview_utils_size(
+            video.frame_size,
+            video.len(),
+            &video.options,
+            &video.settings.limits,
+        )?,
         VideoOrigin::FrameList { .. } => video.frame_size,
     };
     let size = check_target_area(processor_target(utils_size, cfg, Generation::Preview)?)?;
@@ -591,9 +596,12 @@ fn plan_uniform(video: &SampledVideo, cfg: &ProcessorConfig) -> Result<VideoPlan
 /// keye-vl-utils 1.0.0's frame size for a decoded video: frames share the per-video budget
 /// (twice their share, a leftover of Qwen2-VL's frame pairs), within `min_pixels` and the
 /// per-frame maximum; `resized_height`/`resized_width` override it with the image bounds.
-fn preview_frame_size(video: &SampledVideo) -> Result<ImageSize> {
-    let limits = &video.settings.limits;
-    let opts = &video.options;
+fn preview_utils_size(
+    frame: ImageSize,
+    frames: usize,
+    opts: &VideoOptions,
+    limits: &UtilsLimits,
+) -> Result<ImageSize> {
     let rule = SmartResizeRule::UtilsV1_0;
     let (h, w) = if let (Some(h), Some(w)) = (opts.resized_height, opts.resized_width) {
         let bounds = limits.image_bounds();
@@ -608,13 +616,12 @@ fn preview_frame_size(video: &SampledVideo) -> Result<ImageSize> {
     } else {
         let min_pixels = opts.min_pixels.unwrap_or(limits.video_min_pixels) as f64;
         let total_pixels = opts.total_pixels.unwrap_or(limits.video_total_pixels) as f64;
-        let frames = video.len() as f64;
-        let share = (total_pixels / frames * 2.0).min(limits.video_max_pixels as f64);
+        let share = (total_pixels / frames as f64 * 2.0).min(limits.video_max_pixels as f64);
         let limit = share.max((min_pixels * 1.05).trunc());
         let max_pixels = opts.max_pixels.map_or(limit, |m| (m as f64).min(limit));
         smart_resize_with(
-            video.frame_size.height.into(),
-            video.frame_size.width.into(),
+            frame.height.into(),
+            frame.width.into(),
             limits.factor,
             min_pixels,
             max_pixels,
@@ -902,3 +909,6 @@ fn check_frame_sizes(frames: &[RgbImage], size: ImageSize, source_desc: &str) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

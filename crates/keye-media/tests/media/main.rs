@@ -8,4 +8,5 @@ mod normalize;
 mod resample;
 mod smart_resize;
 mod synth_pipeline;
+mod video;
 mod video_fixtures;
