@@ -159,13 +159,19 @@ fn parse_probe(json: &[u8], source_desc: &str) -> Result<VideoInfo> {
         .into_iter()
         .find(|s| s.disposition.as_ref().is_none_or(|d| d.attached_pic == 0))
         .ok_or_else(|| invalid(source_desc, "no video stream"))?;
-    let codec = stream.codec_name.unwrap_or_else(|| "unknown".into());
+    // ffprobe names every codec its FFmpeg build knows, decodable or not.
+    let codec = stream.codec_name.ok_or_else(|| {
+        invalid(
+            source_desc,
+            "the video stream's codec is unknown to FFmpeg (unsupported codec)",
+        )
+    })?;
     let (width, height) = match (stream.width, stream.height) {
         (Some(w), Some(h)) if w > 0 && h > 0 => (w, h),
         _ => {
             return Err(invalid(
                 source_desc,
-                &format!("the {codec} video stream has no frame size (unsupported codec?)"),
+                &format!("the {codec} video stream has no frame size"),
             ));
         }
     };

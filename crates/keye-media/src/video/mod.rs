@@ -661,7 +661,15 @@ fn load_file(
     let source_desc = describe_source(source);
     let policy = &settings.policy;
     let file = match MediaSource::parse(source)? {
-        MediaSource::Path(path) => LocalVideo::Path(resolve_local_path(path, base_dir, policy)?),
+        MediaSource::Path(path) => {
+            let path = resolve_local_path(path, base_dir, policy)?;
+            // A missing file is the user's mistake, not the decoder's: name the path.
+            std::fs::metadata(&path).map_err(|error| MediaError::Io {
+                path: path.clone(),
+                error,
+            })?;
+            LocalVideo::Path(path)
+        }
         MediaSource::Remote(url) => {
             let mut temp = temp_file()?;
             fetch_remote_into(url, policy, policy.max_video_bytes, temp.as_file_mut())?;

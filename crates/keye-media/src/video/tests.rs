@@ -138,7 +138,16 @@ fn linspace_ties_follow_torch_float32() {
 fn v1_5_budget_sizes() {
     let limits = UtilsLimits::defaults(Generation::V1_5);
     // (n_slow, n_fast, H, W, options, slow H×W, fast H×W, total visual tokens)
-    type Row<'a> = (usize, usize, u32, u32, &'a str, (u32, u32), (u32, u32), usize);
+    type Row<'a> = (
+        usize,
+        usize,
+        u32,
+        u32,
+        &'a str,
+        (u32, u32),
+        (u32, u32),
+        usize,
+    );
     let table: [Row; 16] = [
         (1, 0, 1080, 1920, "{}", (560, 1008), (308, 532), 720),
         (20, 0, 1080, 1920, "{}", (560, 1008), (308, 532), 14400),

@@ -9,4 +9,5 @@ mod resample;
 mod smart_resize;
 mod synth_pipeline;
 mod video;
+mod video_clips;
 mod video_fixtures;
