@@ -164,16 +164,9 @@ impl FloatAxis {
     }
 }
 
-/// torch's accumulation order: the first product, then each further product added in turn,
-/// all in `f32`.
-fn dot_f32(samples: impl Iterator<Item = f32>, weights: &[f32]) -> f32 {
-    let mut terms = samples.zip(weights);
-    let Some((t, &w)) = terms.next() else {
-        return 0.0;
-    };
-    terms.fold(t * w, |acc, (t, &w)| acc + t * w)
-}
-
+/// Resamples each RGB row of `src` (`in_width` pixels wide, `rows` rows) to
+/// `axis.out_size()` pixels. Each sample is torch's sum: the first tap's product, then each
+/// further product added in turn, all in `f32`.
 fn float_horizontal_pass(src: &[f32], in_width: usize, rows: usize, axis: &FloatAxis) -> Vec<f32> {
     let out_width = axis.out_size();
     let mut out = vec![0f32; rows * out_width * 3];
@@ -183,14 +176,24 @@ fn float_horizontal_pass(src: &[f32], in_width: usize, rows: usize, axis: &Float
             for (x, out_px) in out_row.chunks_exact_mut(3).enumerate() {
                 let (first, weights) = axis.taps(x);
                 let window = &src_row[first * 3..(first + weights.len()) * 3];
-                for (channel, value) in out_px.iter_mut().enumerate() {
-                    *value = dot_f32(window.iter().skip(channel).step_by(3).copied(), weights);
+                let mut pixels = window.chunks_exact(3).zip(weights);
+                let Some((px, &w)) = pixels.next() else {
+                    continue;
+                };
+                let mut sum = [px[0] * w, px[1] * w, px[2] * w];
+                for (px, &w) in pixels {
+                    for (s, &v) in sum.iter_mut().zip(px) {
+                        *s += v * w;
+                    }
                 }
+                out_px.copy_from_slice(&sum);
             }
         });
     out
 }
 
+/// Resamples the columns of an RGB image `width` pixels wide to `axis.out_size()` rows, with
+/// the same summation order as [`float_horizontal_pass`], a whole row at a time.
 fn float_vertical_pass(src: &[f32], width: usize, axis: &FloatAxis) -> Vec<f32> {
     let stride = width * 3;
     let mut out = vec![0f32; axis.out_size() * stride];
@@ -198,9 +201,17 @@ fn float_vertical_pass(src: &[f32], width: usize, axis: &FloatAxis) -> Vec<f32> 
         .enumerate()
         .for_each(|(y, out_row)| {
             let (first, weights) = axis.taps(y);
-            for (i, value) in out_row.iter_mut().enumerate() {
-                let column = (first..first + weights.len()).map(|row| src[row * stride + i]);
-                *value = dot_f32(column, weights);
+            let Some((&w0, rest)) = weights.split_first() else {
+                return;
+            };
+            let row = |k: usize| &src[(first + k) * stride..][..stride];
+            for (o, &v) in out_row.iter_mut().zip(row(0)) {
+                *o = v * w0;
+            }
+            for (k, &w) in rest.iter().enumerate() {
+                for (o, &v) in out_row.iter_mut().zip(row(k + 1)) {
+                    *o += v * w;
+                }
             }
         });
     out

@@ -18,8 +18,11 @@ mod ffmpeg;
 mod sampling;
 mod similarity;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
 
 pub use ffmpeg::{FfmpegTools, VideoInfo};
 
@@ -311,74 +314,67 @@ impl SampledVideo {
         self.frame_indices.is_empty()
     }
 
-    /// Calls `callback` after each frame of every pass over the frames (decoding or resizing).
+    /// Calls `callback` as the frames of a video file are decoded (`done` of `total`; a pass
+    /// over a video too long to keep in memory decodes them again).
     pub fn set_progress(&mut self, callback: impl Fn(FrameProgress) + Send + Sync + 'static) {
         self.progress = Some(Arc::new(callback));
     }
 
     /// Hands each sampled frame, in chronological order, to `visit` with its position. Video
-    /// files are decoded by `ffmpeg` (streamed, one frame in memory at a time, unless the video
-    /// is small enough to keep for the next pass).
+    /// files are decoded by `ffmpeg`: all at once and kept for later passes when they fit in
+    /// 512 MiB, else streamed one frame at a time.
     pub fn for_each_frame(
         &self,
         mut visit: impl FnMut(usize, &RgbImage) -> Result<()>,
     ) -> Result<()> {
-        let total = self.len();
-        let report = |done| {
-            if let Some(progress) = &self.progress {
-                progress(FrameProgress { done, total });
-            }
-        };
-        let in_memory = match &self.frames {
-            FrameStore::Memory(frames) => Some(frames),
-            FrameStore::Decoder { cache, .. } => cache.get(),
-        };
-        if let Some(frames) = in_memory {
-            for (position, frame) in frames.iter().enumerate() {
-                visit(position, frame)?;
-                report(position + 1);
-            }
-            return Ok(());
-        }
-        let FrameStore::Decoder { file, cache } = &self.frames else {
-            unreachable!("in-memory frames are handled above")
-        };
-        let frame_bytes = self.frame_size.width as usize * self.frame_size.height as usize * 3;
-        if frame_bytes.saturating_mul(total) <= FRAME_CACHE_BYTES {
-            let mut frames = Vec::with_capacity(total);
-            self.decode(file.path(), |_, frame| {
-                frames.push(frame.clone());
-                report(frames.len());
-                Ok(())
-            })?;
-            let frames = cache.get_or_init(|| frames);
+        if let Some(frames) = self.frames_in_memory()? {
             for (position, frame) in frames.iter().enumerate() {
                 visit(position, frame)?;
             }
             return Ok(());
         }
-        self.decode(file.path(), |position, frame| {
-            visit(position, frame)?;
-            report(position + 1);
-            Ok(())
-        })
+        self.decode(|position, frame| visit(position, &frame))
     }
 
-    /// Decodes the sampled frames of the file at `path` in order; an index sampled twice is
-    /// decoded once and visited twice.
-    fn decode(
-        &self,
-        path: &Path,
-        mut visit: impl FnMut(usize, &RgbImage) -> Result<()>,
-    ) -> Result<()> {
-        let VideoOrigin::File(info) = &self.origin else {
-            unreachable!("only video files are decoded")
+    /// The sampled frames, if they are in memory or a small video file's frames fit there (then
+    /// they are decoded now and kept).
+    fn frames_in_memory(&self) -> Result<Option<&[RgbImage]>> {
+        let cache = match &self.frames {
+            FrameStore::Memory(frames) => return Ok(Some(frames)),
+            FrameStore::Decoder { cache, .. } => cache,
         };
+        if let Some(frames) = cache.get() {
+            return Ok(Some(frames));
+        }
+        let frame_bytes = self.frame_size.width as usize * self.frame_size.height as usize * 3;
+        if frame_bytes.saturating_mul(self.len()) > FRAME_CACHE_BYTES {
+            return Ok(None);
+        }
+        let mut frames = Vec::with_capacity(self.len());
+        self.decode(|_, frame| {
+            frames.push(frame);
+            Ok(())
+        })?;
+        Ok(Some(cache.get_or_init(|| frames)))
+    }
+
+    /// Decodes the sampled frames of the video file in order, reporting progress; an index
+    /// sampled twice is decoded once and visited twice.
+    fn decode(&self, mut visit: impl FnMut(usize, RgbImage) -> Result<()>) -> Result<()> {
+        let (VideoOrigin::File(info), FrameStore::Decoder { file, .. }) =
+            (&self.origin, &self.frames)
+        else {
+            return Err(MediaError::InvalidVideo {
+                source_desc: self.source_desc.clone(),
+                reason: "only video files are decoded".into(),
+            });
+        };
+        let total = self.len();
         let mut unique: Vec<u64> = self.frame_indices.clone();
         unique.dedup();
         let mut position = 0;
         ffmpeg::decode_frames(
-            path,
+            file.path(),
             info,
             &unique,
             &self.settings.tools,
@@ -386,9 +382,26 @@ impl SampledVideo {
             &self.source_desc,
             |unique_position, frame| {
                 let index = unique[unique_position];
-                while position < self.frame_indices.len() && self.frame_indices[position] == index {
-                    visit(position, &frame)?;
+                let copies = self.frame_indices[position..]
+                    .iter()
+                    .take_while(|&&i| i == index)
+                    .count();
+                let mut visit_next = |frame| {
+                    visit(position, frame)?;
                     position += 1;
+                    if let Some(progress) = &self.progress {
+                        progress(FrameProgress {
+                            done: position,
+                            total,
+                        });
+                    }
+                    Ok(())
+                };
+                for _ in 1..copies {
+                    visit_next(frame.clone())?;
+                }
+                if copies > 0 {
+                    visit_next(frame)?;
                 }
                 Ok(())
             },
@@ -431,45 +444,52 @@ pub fn preprocess_video(
         });
     }
     let patch_values = 3 * (cfg.patch_size as usize).pow(2);
-    let mut offsets = Vec::with_capacity(plan.frames.len() + 1);
-    offsets.push(0);
+    let total_values: usize =
+        plan.frames.iter().map(|f| f.grid.patches()).sum::<usize>() * patch_values;
+    let mut pixel_values = vec![0f32; total_values];
+    let mut slots = Vec::with_capacity(plan.frames.len());
+    let mut rest = pixel_values.as_mut_slice();
     for frame in &plan.frames {
-        offsets.push(offsets.last().copied().unwrap_or(0) + frame.grid.patches() * patch_values);
+        let (slot, tail) = rest.split_at_mut(frame.grid.patches() * patch_values);
+        slots.push(slot);
+        rest = tail;
     }
-    let mut pixel_values = vec![0f32; offsets[plan.frames.len()]];
     let lut = NormalizeLut::new(cfg);
-    video.for_each_frame(|position, frame| {
+    let fill = |position: usize, frame: &RgbImage, out: &mut [f32]| -> Result<()> {
         let target = plan.frames[position].size;
-        let out = &mut pixel_values[offsets[position]..offsets[position + 1]];
-        match (video.settings.generation, &plan.sizing) {
-            (Generation::V1_5, _) => {
-                let resized = torch_resize_if_needed(frame, target)?;
-                patchify_into(&resized, &lut, cfg.patch_size, out)
-            }
+        let resized = match (video.settings.generation, &plan.sizing) {
+            (Generation::V1_5, _) => torch_resize_if_needed(frame, target)?,
             (Generation::Preview, VideoSizing::Uniform { utils_size, .. }) => {
-                let resized = preview_resize(video, frame, *utils_size, target, cfg)?;
-                patchify_into(&resized, &lut, cfg.patch_size, out)
+                preview_resize(video, frame, *utils_size, target, cfg)?
             }
-            (Generation::Preview, VideoSizing::SlowFast { .. }) => Err(MediaError::InvalidVideo {
-                source_desc: video.source_desc.clone(),
-                reason: "a slow/fast plan cannot drive a Keye-VL-8B-Preview video".into(),
-            }),
-        }
-    })?;
+            (Generation::Preview, VideoSizing::SlowFast { .. }) => {
+                return Err(MediaError::InvalidVideo {
+                    source_desc: video.source_desc.clone(),
+                    reason: "a slow/fast plan cannot drive a Keye-VL-8B-Preview video".into(),
+                });
+            }
+        };
+        patchify_into(&resized, &lut, cfg.patch_size, out)
+    };
+    match video.frames_in_memory()? {
+        Some(frames) => frames
+            .par_iter()
+            .zip(slots.par_iter_mut())
+            .enumerate()
+            .try_for_each(|(position, (frame, out))| fill(position, frame, out))?,
+        None => video.for_each_frame(|position, frame| fill(position, frame, slots[position]))?,
+    }
     Ok(ProcessedVideo {
         pixel_values,
         plan: plan.clone(),
     })
 }
 
-fn torch_resize_if_needed(
-    frame: &RgbImage,
-    size: ImageSize,
-) -> Result<std::borrow::Cow<'_, RgbImage>> {
+fn torch_resize_if_needed(frame: &RgbImage, size: ImageSize) -> Result<Cow<'_, RgbImage>> {
     if frame.width() == size.width && frame.height() == size.height {
-        return Ok(std::borrow::Cow::Borrowed(frame));
+        return Ok(Cow::Borrowed(frame));
     }
-    resize_torch_bilinear_aa(frame, size.width, size.height).map(std::borrow::Cow::Owned)
+    resize_torch_bilinear_aa(frame, size.width, size.height).map(Cow::Owned)
 }
 
 /// The Preview's two resizes: keye-vl-utils' torchvision bicubic (video files only; frame-list
@@ -481,18 +501,18 @@ fn preview_resize<'a>(
     utils_size: ImageSize,
     target: ImageSize,
     cfg: &ProcessorConfig,
-) -> Result<std::borrow::Cow<'a, RgbImage>> {
+) -> Result<Cow<'a, RgbImage>> {
     let stage_a = match video.origin {
         VideoOrigin::File(_)
             if (frame.width(), frame.height()) != (utils_size.width, utils_size.height) =>
         {
-            std::borrow::Cow::Owned(resize_torchvision_bicubic_aa(
+            Cow::Owned(resize_torchvision_bicubic_aa(
                 frame,
                 utils_size.width,
                 utils_size.height,
             )?)
         }
-        _ => std::borrow::Cow::Borrowed(frame),
+        _ => Cow::Borrowed(frame),
     };
     resize_if_needed(stage_a, target, cfg.resample)
 }
