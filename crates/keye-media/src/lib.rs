@@ -1,12 +1,19 @@
 //! Media preprocessing for Keye-VL.
 //!
-//! Turns image (and later video) sources into exactly the `pixel_values` and `grid_thw` that the
+//! Turns image and video sources into exactly the `pixel_values` and `grid_thw` that the
 //! official Python pipeline (keye-vl-utils + the Hugging Face processor) produces. Plain arrays
 //! only: this crate knows nothing about tensors, tokenizers or the model.
 //!
 //! Image path: [`load_image`] (fetch under a [`MediaPolicy`], decode like Pillow) →
 //! [`preprocess_image`] (keye-vl-utils resize, processor resize, normalisation, patches).
 //! [`plan_image`] gives the same sizes and token counts without touching pixels.
+//!
+//! Video path: [`load_video`] (fetch, probe with `ffprobe`, pick frames as keye-vl-utils does;
+//! or load a frame list) → [`plan_video`] (slow/fast kinds, sizes, grids, timestamps, token
+//! counts) → [`preprocess_video`]. [`SampledVideo::for_each_frame`] yields the sampled frames.
+//!
+//! keye-vl-utils' constants come from [`UtilsLimits`], which can read the environment
+//! overrides of the deployments that honour them.
 
 mod config;
 mod decode;

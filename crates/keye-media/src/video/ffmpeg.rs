@@ -244,26 +244,34 @@ pub(crate) fn decode_frames(
     .map(OsString::from)
     .collect();
     args.push(file_url(path));
-    for arg in [
-        "-map".to_owned(),
-        format!("0:{}", info.stream_index),
-        "-an".to_owned(),
-        "-sn".to_owned(),
-        "-dn".to_owned(),
-        "-vf".to_owned(),
-        format!("select='{}'", select_expression(indices)),
-        // Without passthrough, rawvideo output is constant-rate and would duplicate frames to
-        // fill the gaps the selection leaves.
-        "-vsync".to_owned(),
-        "passthrough".to_owned(),
-        "-f".to_owned(),
-        "rawvideo".to_owned(),
-        "-pix_fmt".to_owned(),
-        "rgb24".to_owned(),
-        "pipe:1".to_owned(),
-    ] {
-        args.push(arg.into());
-    }
+    args.extend(["-map".into(), format!("0:{}", info.stream_index).into()]);
+    args.extend(["-an", "-sn", "-dn"].map(OsString::from));
+    let filter = format!("select='{}'", select_expression(indices));
+    // Linux caps one argument at 128 KiB; thousands of indices go through a script file.
+    let _script = if filter.len() > MAX_FILTER_ARGUMENT {
+        let script = write_filter_script(&filter)?;
+        args.push("-filter_script:v".into());
+        args.push(script.path().into());
+        Some(script)
+    } else {
+        args.push("-vf".into());
+        args.push(filter.into());
+        None
+    };
+    args.extend(
+        [
+            // Without passthrough, rawvideo output is constant-rate and would duplicate frames
+            // to fill the gaps the selection leaves.
+            "-vsync",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "pipe:1",
+        ]
+        .map(OsString::from),
+    );
     let program = tools.ffmpeg.display().to_string();
     let mut child = Supervised::spawn(&tools.ffmpeg, &args, timeout, source_desc)?;
     let frame_bytes = info.width as usize * info.height as usize * 3;
@@ -319,6 +327,19 @@ pub(crate) fn decode_frames(
         source_desc: source_desc.to_owned(),
         reason,
     })
+}
+
+/// Longest filter passed on the command line.
+const MAX_FILTER_ARGUMENT: usize = 64 * 1024;
+
+fn write_filter_script(filter: &str) -> Result<tempfile::NamedTempFile> {
+    let io_error = |error| MediaError::Io {
+        path: std::env::temp_dir(),
+        error,
+    };
+    let mut script = tempfile::NamedTempFile::new().map_err(io_error)?;
+    std::io::Write::write_all(script.as_file_mut(), filter.as_bytes()).map_err(io_error)?;
+    Ok(script)
 }
 
 /// An expression for FFmpeg's `select` filter that is true for the frame numbers in `indices`:

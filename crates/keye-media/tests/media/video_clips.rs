@@ -638,3 +638,34 @@ fn bench_sixty_seconds_of_720p() {
         );
     }
 }
+
+#[test]
+fn thousands_of_sampled_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_clip(
+        dir.path(),
+        "fast.mkv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=s=32x32:r=1000:d=10",
+            "-c:v",
+            "ffv1",
+        ],
+    );
+    // 500 of every 1000 frames per second, with a budget that lets them all through: the
+    // selection is too long for one command-line argument.
+    let json = r#"{"fps": 500, "video_total_pixels": 1000000000}"#;
+    let video = open(&clip, json, &VideoSettings::new(Generation::V1_5)).unwrap();
+    assert_eq!(video.len(), 5000);
+    let mut count = 0;
+    video
+        .for_each_frame(|position, _| {
+            assert_eq!(position, count);
+            count += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(count, 5000);
+}
