@@ -108,7 +108,7 @@ impl VideoOrigin {
     }
 }
 
-/// Progress of a pass over the sampled frames: `done` of `total` frames handled.
+/// Decoding progress of a video file: `done` of its `total` sampled frames decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameProgress {
     pub done: usize,
