@@ -11,8 +11,15 @@
 //! Frames are addressed by index exactly like decord, which keye-vl-utils uses: the frame
 //! count is the number of packets of the video stream (decord's `len(vr)`), the rate is the
 //! stream's average frame rate (`get_avg_fps()`), and frame `i` is the `i`-th decoded frame in
-//! presentation order. FFmpeg's default RGB24 conversion is the one decord's FFmpeg applies;
-//! on the fixture clip the pixels are identical.
+//! presentation order. FFmpeg's default RGB24 conversion (swscale with its default flags, as
+//! decord's bundled FFmpeg runs it) gives the fixture clip's decord pixels exactly: maximum and
+//! mean difference 0. The conversion is what matters: the same decode with `accurate_rnd` and
+//! `full_chroma_int` differs from decord by up to 69 levels (mean 1.05), so another YUV→RGB
+//! implementation, or an FFmpeg build whose SIMD paths round differently, would move pixels
+//! by a level or two.
+//!
+//! Only the `file` protocol is allowed: a playlist inside a local file cannot make FFmpeg
+//! fetch URLs (it can still name other local files).
 
 use std::ffi::OsString;
 use std::io::Read;

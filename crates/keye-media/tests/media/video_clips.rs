@@ -538,6 +538,10 @@ fn remote_and_data_url_videos() {
         .unwrap();
     assert_eq!(position, expected.len());
 
+    let file_url = format!("file://{}", mp4_path.display());
+    let by_url = load_video(VideoInput::File(&file_url), None, &options("{}"), &settings).unwrap();
+    assert_eq!(by_url.frame_indices, local.frame_indices);
+
     use base64::Engine as _;
     let data_url = format!(
         "data:video/mp4;base64,{}",
