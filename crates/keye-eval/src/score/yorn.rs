@@ -223,8 +223,8 @@ fn mme_rating(dataset: &Dataset, scored: &[ScoredRow]) -> Result<Rating, EvalErr
         category_scores
             .iter()
             .filter(|(c, _)| names.contains(&c.as_str()))
-            .map(|(_, s)| s)
-            .sum::<f64>()
+            // Python's sum starts from +0.0; Rust's f64 `Sum` from -0.0.
+            .fold(0.0, |total, (_, s)| total + s)
     };
     let perception = sum_of(&MME_PERCEPTION);
     let reasoning = sum_of(&MME_REASONING);
