@@ -415,17 +415,15 @@ fn run_one(
         .clone()
         .or_else(|| args.api_key.clone());
     let stem = format!("{}_{}", options.model_name, dataset.name());
-    let summary = score_and_write(
-        &dataset,
-        &predictions,
-        &args.scoring,
+    let scoring = Scoring {
+        args: &args.scoring,
         judge_spec,
         judge_key,
-        &options.output_dir,
-        &stem,
-        options.concurrency,
-        settings.clone(),
-    )?;
+        output_dir: &options.output_dir,
+        concurrency: options.concurrency,
+        settings: settings.clone(),
+    };
+    let summary = scoring.score_and_write(&dataset, &predictions, &stem)?;
     Ok(DatasetResult {
         dataset: name.into(),
         scored: true,
@@ -435,40 +433,53 @@ fn run_one(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn score_and_write(
-    dataset: &Dataset,
-    predictions: &[crate::score::Prediction],
-    scoring: &ScoringArgs,
-    judge_spec: &JudgeSpec,
+/// Everything needed to score a dataset's predictions and write the outputs.
+struct Scoring<'a> {
+    args: &'a ScoringArgs,
+    judge_spec: &'a JudgeSpec,
     judge_key: Option<String>,
-    output_dir: &Path,
-    stem: &str,
+    output_dir: &'a Path,
     concurrency: usize,
     settings: RunSettings,
-) -> Result<Summary, EvalError> {
-    let judge = connect_judge(judge_spec, judge_key, output_dir, stem, scoring.seed)?;
-    let context = ScoreContext {
-        compat: scoring.compat,
-        judge: judge.as_ref(),
-        concurrency,
-    };
-    let scores = score(dataset, predictions, &context)?;
-    let settings = RunSettings {
-        judge: judge
-            .as_ref()
-            .map_or_else(|| "exact_matching".to_string(), |j| j.tag().to_string()),
-        ..settings
-    };
-    let summary = write_scores(output_dir, dataset, &scores, settings)?;
-    println!(
-        "== {} ({} rows scored, {} failed) ==\n{}\n",
-        dataset.name(),
-        scores.scored,
-        scores.failed,
-        render(&scores.output)
-    );
-    Ok(summary)
+}
+
+impl Scoring<'_> {
+    /// `stem` (`<model>_<dataset>`) names the judge cache.
+    fn score_and_write(
+        &self,
+        dataset: &Dataset,
+        predictions: &[crate::score::Prediction],
+        stem: &str,
+    ) -> Result<Summary, EvalError> {
+        let judge = connect_judge(
+            self.judge_spec,
+            self.judge_key.clone(),
+            self.output_dir,
+            stem,
+            self.args.seed,
+        )?;
+        let context = ScoreContext {
+            compat: self.args.compat,
+            judge: judge.as_ref(),
+            concurrency: self.concurrency,
+        };
+        let scores = score(dataset, predictions, &context)?;
+        let settings = RunSettings {
+            judge: judge
+                .as_ref()
+                .map_or_else(|| "exact_matching".to_string(), |j| j.tag().to_string()),
+            ..self.settings.clone()
+        };
+        let summary = write_scores(self.output_dir, dataset, &scores, settings)?;
+        println!(
+            "== {} ({} rows scored, {} failed) ==\n{}\n",
+            dataset.name(),
+            scores.scored,
+            scores.failed,
+            render(&scores.output)
+        );
+        Ok(summary)
+    }
 }
 
 fn connect_judge(
@@ -514,17 +525,15 @@ fn score_command(args: ScoreArgs) -> Result<ExitSummary, EvalError> {
         .iter()
         .filter(|p| p.text.contains("Failed to obtain answer"))
         .count();
-    let summary = score_and_write(
-        &dataset,
-        &predictions,
-        &args.scoring,
-        &judge_spec,
+    let scoring = Scoring {
+        args: &args.scoring,
+        judge_spec: &judge_spec,
         judge_key,
-        &output_dir,
-        &stem,
-        args.concurrency.max(1),
+        output_dir: &output_dir,
+        concurrency: args.concurrency.max(1),
         settings,
-    )?;
+    };
+    let summary = scoring.score_and_write(&dataset, &predictions, &stem)?;
     Ok(ExitSummary {
         datasets: vec![DatasetResult {
             dataset: dataset.name().into(),

@@ -120,9 +120,17 @@ impl Judge {
     }
 
     /// One judge call (single user message), served from the cache when this exact question was
-    /// asked before. Transport failures come back as VLMEvalKit's failure text, uncached.
-    pub fn ask(&self, index: &str, prompt: &str, temperature: f32, max_tokens: u32) -> String {
-        let key = cache_key(index, prompt, temperature, max_tokens);
+    /// asked before as the same `attempt` (retries are separate calls that may answer
+    /// differently). Transport failures come back as VLMEvalKit's failure text, uncached.
+    pub fn ask(
+        &self,
+        index: &str,
+        prompt: &str,
+        attempt: usize,
+        temperature: f32,
+        max_tokens: u32,
+    ) -> String {
+        let key = cache_key(index, prompt, attempt, temperature, max_tokens);
         if let Some(reply) = self.lock_cache().replies.get(&key) {
             return reply.clone();
         }
@@ -207,10 +215,16 @@ impl ReplyCache {
     }
 }
 
-fn cache_key(index: &str, prompt: &str, temperature: f32, max_tokens: u32) -> String {
+fn cache_key(
+    index: &str,
+    prompt: &str,
+    attempt: usize,
+    temperature: f32,
+    max_tokens: u32,
+) -> String {
     let mut hasher = Md5::new();
     hasher.update(prompt.as_bytes());
-    hasher.update(format!("\u{0}{temperature}\u{0}{max_tokens}").as_bytes());
+    hasher.update(format!("\u{0}{attempt}\u{0}{temperature}\u{0}{max_tokens}").as_bytes());
     let digest: String = hasher
         .finalize()
         .iter()

@@ -796,3 +796,160 @@ fn rescoring_a_predictions_file_and_reporting() {
         "{csv}"
     );
 }
+
+/// The LLM judge: exact prompts, the Y/N temperature schedule, the seeded random fallback after
+/// three useless replies, and the reply cache that makes re-scoring free.
+#[test]
+fn judge_fallbacks_and_cache() {
+    let ws = Workspace::new();
+    let image = base64(&rgb_png([5, 5, 5]));
+    write_tsv(
+        &ws.data.join("PetQuiz.tsv"),
+        &["index", "image", "question", "A", "B", "C", "answer"],
+        &[
+            vec![
+                s("1"),
+                image.clone(),
+                s("Which pet?"),
+                s("cat"),
+                s("dog"),
+                s("fish"),
+                s("B"),
+            ],
+            vec![
+                s("2"),
+                image.clone(),
+                s("Which pet again?"),
+                s("cat"),
+                s("dog"),
+                s("fish"),
+                s("A"),
+            ],
+            vec![
+                s("3"),
+                image.clone(),
+                s("Obvious pet?"),
+                s("cat"),
+                s("dog"),
+                s("fish"),
+                s("C"),
+            ],
+        ],
+    );
+    write_tsv(
+        &ws.data.join("PetYesNo.tsv"),
+        &["index", "image", "question", "answer"],
+        &[vec![s("1"), image, s("Is it a dog?"), s("Yes")]],
+    );
+    let predictions = ws.data.join("m_PetQuiz.tsv");
+    write_tsv(
+        &predictions,
+        &["index", "prediction"],
+        &[
+            vec![s("1"), s("a small puppy")],
+            vec![s("2"), s("something else entirely")],
+            vec![s("3"), s("C")],
+        ],
+    );
+    let yes_no_predictions = ws.data.join("m_PetYesNo.tsv");
+    write_tsv(
+        &yes_no_predictions,
+        &["index", "prediction"],
+        &[vec![s("1"), s("Probably")]],
+    );
+    let judge = StubServer::start(|request| {
+        let prompt = prompt_text(request);
+        let temperature = request["temperature"].as_f64().unwrap_or(-1.0);
+        if prompt == "Hello!" {
+            Reply::Answer("Hi".into())
+        } else if prompt.contains("Answer: a small puppy\nYour output: ") {
+            Reply::Answer("B".into())
+        } else if prompt.contains("options are only Yes / No") {
+            Reply::Answer(if temperature < 0.25 { "Unknown" } else { "Yes" }.into())
+        } else {
+            Reply::Answer("I cannot decide".into())
+        }
+    });
+    let judge_arg = format!("{}#judge-model", judge.url);
+    let score = |dataset: &str, file: &Path| {
+        eval(&[
+            "score",
+            "--dataset",
+            dataset,
+            "--type",
+            if dataset == "PetQuiz" { "mcq" } else { "yorn" },
+            "--data-root",
+            ws.data.to_str().unwrap(),
+            "--predictions",
+            file.to_str().unwrap(),
+            "--work-dir",
+            ws.work.to_str().unwrap(),
+            "--judge",
+            &judge_arg,
+            "--seed",
+            "7",
+        ])
+    };
+    let first = score("PetQuiz", &predictions);
+    let summary = first.datasets[0].summary.clone().unwrap();
+    assert_eq!(summary.settings.judge, "judge-model");
+    assert_eq!(summary.random_fallbacks, 1);
+    // Health check + 1 judge call for row 1 + 3 for row 2; row 3 is matched by rules.
+    assert_eq!(judge.request_count(), 5);
+    let requests = judge.requests.lock().unwrap().clone();
+    let row_one = prompt_text(
+        &requests[1..]
+            .iter()
+            .find(|r| prompt_text(r).contains("puppy"))
+            .unwrap()
+            .clone(),
+    );
+    assert!(row_one.contains(
+        "Example 3: \nQuestion: Which pet??\nOptions: There are several options: \nA. cat\nB. dog\nC. fish\n\nAnswer: a small puppy\nYour output: "
+    ));
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(ws.work.join("m/PetQuiz_records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(records[0]["extracted"], "B");
+    assert_eq!(records[0]["hit"], 1.0);
+    assert_eq!(records[1]["random_fallback"], true);
+    let guess = records[1]["extracted"].clone();
+
+    let second = score("PetQuiz", &predictions);
+    assert_eq!(
+        judge.request_count(),
+        6,
+        "only the health check: every reply comes from the cache"
+    );
+    let again: Vec<serde_json::Value> =
+        std::fs::read_to_string(ws.work.join("m/PetQuiz_records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(again[1]["extracted"], guess, "the fallback is seeded");
+    assert_eq!(
+        second.datasets[0].summary.as_ref().unwrap().headline,
+        summary.headline
+    );
+    assert!(
+        ws.work
+            .join("m/m_PetQuiz_judge-model_judge_cache.jsonl")
+            .is_file()
+    );
+
+    // Y/N: "Probably" is Unknown; the judge says Unknown at temperature 0 and Yes at 0.5.
+    let yes_no = score("PetYesNo", &yes_no_predictions);
+    assert_eq!(
+        yes_no.datasets[0].summary.as_ref().unwrap().headline["Overall"],
+        100.0
+    );
+    let temperatures: Vec<f64> = judge.requests.lock().unwrap()[7..]
+        .iter()
+        .map(|r| r["temperature"].as_f64().unwrap())
+        .collect();
+    assert_eq!(temperatures, [0.0, 0.5]);
+}

@@ -108,9 +108,9 @@ fn extract(dataset: &Dataset, item: &Item, context: &ScoreContext) -> Extraction
 fn judge_extract(judge: &Judge, dataset: &Dataset, item: &Item, compat: Compat) -> Extraction {
     let question = dataset.get(item.row, "question").unwrap_or("nan");
     let prompt = mcq_prompt(dataset.name(), question, &item.choices, item.prediction);
-    for _ in 0..JUDGE_TRIES {
+    for attempt in 0..JUDGE_TRIES {
         // VLMEvalKit's MCQ judge runs at the wrapper's default temperature, 0.
-        let reply = judge.ask(item.index, &prompt, 0.0, JUDGE_MAX_TOKENS);
+        let reply = judge.ask(item.index, &prompt, attempt, 0.0, JUDGE_MAX_TOKENS);
         if reply.contains(FAIL_MSG) {
             continue;
         }

@@ -299,7 +299,13 @@ fn mathvista_scores(
         );
         let mut log = String::new();
         for attempt in 0..JUDGE_TRIES {
-            let reply = judge.ask(index, &prompt, 0.5 * attempt as f32, JUDGE_MAX_TOKENS);
+            let reply = judge.ask(
+                index,
+                &prompt,
+                attempt,
+                0.5 * attempt as f32,
+                JUDGE_MAX_TOKENS,
+            );
             if reply.contains(FAIL_MSG) {
                 log.push_str(&format!(
                     "Try {attempt}: output is {}, failed to parse.\n",
@@ -416,6 +422,7 @@ fn kwai_scores(
             let reply = judge.ask(
                 dataset.row_index(row),
                 &prompt,
+                attempt,
                 0.5 * attempt as f32,
                 JUDGE_MAX_TOKENS,
             );

@@ -93,8 +93,10 @@ pub(super) fn score(
                     };
                     JUDGE_TEMPERATURES
                         .iter()
-                        .map(|&t| {
-                            extracted_text(&judge.ask(index, &prompt, t, JUDGE_MAX_TOKENS), rating)
+                        .enumerate()
+                        .map(|(attempt, &t)| {
+                            let reply = judge.ask(index, &prompt, attempt, t, JUDGE_MAX_TOKENS);
+                            extracted_text(&reply, rating)
                         })
                         .find(|&answer| answer != "Unknown")
                         .unwrap_or("Unknown")
