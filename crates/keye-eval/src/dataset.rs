@@ -743,27 +743,47 @@ pub fn write_base64_image(base64: &str, path: &Path) -> Result<(), String> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    let mut encoded = Vec::new();
-    match extension.as_str() {
-        "jpg" | "jpeg" => {
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(
-                &mut encoded,
-                PILLOW_JPEG_QUALITY,
-            );
-            converted.write_with_encoder(encoder)
-        }
+    let encoded = match extension.as_str() {
+        "jpg" | "jpeg" => pillow_jpeg(&converted, path)?,
         _ => {
             let format = image::ImageFormat::from_extension(&extension)
                 .ok_or_else(|| format!("cannot save an image as .{extension}"))?;
-            converted.write_to(&mut std::io::Cursor::new(&mut encoded), format)
+            let mut encoded = Vec::new();
+            converted
+                .write_to(&mut std::io::Cursor::new(&mut encoded), format)
+                .map_err(|e| format!("cannot encode {}: {e}", path.display()))?;
+            encoded
         }
-    }
-    .map_err(|e| format!("cannot encode {}: {e}", path.display()))?;
+    };
     write_atomically(path, &encoded)
 }
 
 /// Pillow's default JPEG quality.
 const PILLOW_JPEG_QUALITY: u8 = 75;
+
+/// Pillow's `save(".jpg")`: libjpeg defaults at quality 75 (4:2:0 for colour).
+fn pillow_jpeg(image: &image::DynamicImage, path: &Path) -> Result<Vec<u8>, String> {
+    let too_large = |_| format!("{} is too large for JPEG", path.display());
+    let width = u16::try_from(image.width()).map_err(too_large)?;
+    let height = u16::try_from(image.height()).map_err(too_large)?;
+    Ok(match image {
+        image::DynamicImage::ImageLuma8(gray) => crate::jpeg::encode(
+            crate::jpeg::Pixels::Gray(gray.as_raw()),
+            width,
+            height,
+            PILLOW_JPEG_QUALITY,
+        ),
+        other => {
+            let rgb = other.to_rgb8();
+            crate::jpeg::encode(
+                crate::jpeg::Pixels::Rgb(rgb.as_raw()),
+                width,
+                height,
+                PILLOW_JPEG_QUALITY,
+            )
+        }
+    })
+}
 
 /// Pillow keeps `L` and `RGB`, converts `RGBA`/`LA`/`P` to RGB by dropping alpha; 16-bit and
 /// float images (which Pillow could not save as JPEG) are reduced to 8 bits.

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod dataset;
 pub mod error;
 pub mod extract;
+pub mod jpeg;
 pub mod judge;
 pub mod metrics;
 pub mod openai;

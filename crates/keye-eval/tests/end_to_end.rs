@@ -960,28 +960,55 @@ fn write_xlsx(path: &Path, rows: &[Vec<XlsxCell>]) {
     let relationships = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
     let package = "http://schemas.openxmlformats.org/package/2006/relationships";
     let main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
-    let mut sheet = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><worksheet xmlns=\"{main}\"><sheetData>");
+    let mut sheet = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><worksheet xmlns=\"{main}\"><sheetData>"
+    );
     for (r, row) in rows.iter().enumerate() {
         sheet.push_str(&format!("<row r=\"{}\">", r + 1));
         for (c, cell) in row.iter().enumerate() {
             let reference = format!("{}{}", (b'A' + c as u8) as char, r + 1);
             match cell {
-                XlsxCell::Text(t) => sheet.push_str(&format!("<c r=\"{reference}\" t=\"inlineStr\"><is><t>{t}</t></is></c>")),
-                XlsxCell::Number(n) => sheet.push_str(&format!("<c r=\"{reference}\"><v>{n}</v></c>")),
+                XlsxCell::Text(t) => sheet.push_str(&format!(
+                    "<c r=\"{reference}\" t=\"inlineStr\"><is><t>{t}</t></is></c>"
+                )),
+                XlsxCell::Number(n) => {
+                    sheet.push_str(&format!("<c r=\"{reference}\"><v>{n}</v></c>"))
+                }
             }
         }
         sheet.push_str("</row>");
     }
     sheet.push_str("</sheetData></worksheet>");
     let files = [
-        ("[Content_Types].xml", format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\"><Default Extension=\"rels\" ContentType=\"application/vnd.openxmlformats-package.relationships+xml\"/><Default Extension=\"xml\" ContentType=\"application/xml\"/><Override PartName=\"/xl/workbook.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml\"/><Override PartName=\"/xl/worksheets/sheet1.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml\"/></Types>")),
-        ("_rels/.rels", format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Relationships xmlns=\"{package}\"><Relationship Id=\"rId1\" Type=\"{relationships}/officeDocument\" Target=\"xl/workbook.xml\"/></Relationships>")),
-        ("xl/workbook.xml", format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><workbook xmlns=\"{main}\" xmlns:r=\"{relationships}\"><sheets><sheet name=\"Sheet1\" sheetId=\"1\" r:id=\"rId1\"/></sheets></workbook>")),
-        ("xl/_rels/workbook.xml.rels", format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Relationships xmlns=\"{package}\"><Relationship Id=\"rId1\" Type=\"{relationships}/worksheet\" Target=\"worksheets/sheet1.xml\"/></Relationships>")),
+        (
+            "[Content_Types].xml",
+            String::from(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\"><Default Extension=\"rels\" ContentType=\"application/vnd.openxmlformats-package.relationships+xml\"/><Default Extension=\"xml\" ContentType=\"application/xml\"/><Override PartName=\"/xl/workbook.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml\"/><Override PartName=\"/xl/worksheets/sheet1.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml\"/></Types>",
+            ),
+        ),
+        (
+            "_rels/.rels",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Relationships xmlns=\"{package}\"><Relationship Id=\"rId1\" Type=\"{relationships}/officeDocument\" Target=\"xl/workbook.xml\"/></Relationships>"
+            ),
+        ),
+        (
+            "xl/workbook.xml",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><workbook xmlns=\"{main}\" xmlns:r=\"{relationships}\"><sheets><sheet name=\"Sheet1\" sheetId=\"1\" r:id=\"rId1\"/></sheets></workbook>"
+            ),
+        ),
+        (
+            "xl/_rels/workbook.xml.rels",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Relationships xmlns=\"{package}\"><Relationship Id=\"rId1\" Type=\"{relationships}/worksheet\" Target=\"worksheets/sheet1.xml\"/></Relationships>"
+            ),
+        ),
         ("xl/worksheets/sheet1.xml", sheet),
     ];
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, content) in files {
         zip.start_file(name, options).unwrap();
         zip.write_all(content.as_bytes()).unwrap();
@@ -1000,26 +1027,53 @@ fn xlsx_predictions_are_read_like_pandas() {
     let ws = Workspace::new();
     let image = base64(&rgb_png([5, 5, 5]));
     let rows = (1..=4)
-        .map(|i| vec![i.to_string(), image.clone(), format!("Q{i}"), s("1"), s("3"), s("fish"), s(["A", "B", "B", "C"][i - 1])])
+        .map(|i| {
+            vec![
+                i.to_string(),
+                image.clone(),
+                format!("Q{i}"),
+                s("1"),
+                s("3"),
+                s("fish"),
+                s(["A", "B", "B", "C"][i - 1]),
+            ]
+        })
         .collect::<Vec<_>>();
-    write_tsv(&ws.data.join("AI2D_TEST.tsv"), &["index", "image", "question", "A", "B", "C", "answer"], &rows);
+    write_tsv(
+        &ws.data.join("AI2D_TEST.tsv"),
+        &["index", "image", "question", "A", "B", "C", "answer"],
+        &rows,
+    );
     let predictions = ws.data.join("Keye_AI2D_TEST.xlsx");
     use XlsxCell::{Number, Text};
-    write_xlsx(&predictions, &[
-        vec![Text("index"), Text("prediction")],
-        vec![Number(1.0), Text("A")],
-        vec![Number(2.0), Text("B")],
-        vec![Number(3.0), Number(3.0)],
-        vec![Number(4.0), Text("NA")],
-    ]);
+    write_xlsx(
+        &predictions,
+        &[
+            vec![Text("index"), Text("prediction")],
+            vec![Number(1.0), Text("A")],
+            vec![Number(2.0), Text("B")],
+            vec![Number(3.0), Number(3.0)],
+            vec![Number(4.0), Text("NA")],
+        ],
+    );
     eval(&[
-        "score", "--dataset", "AI2D_TEST", "--data-root", ws.data.to_str().unwrap(), "--predictions",
-        predictions.to_str().unwrap(), "--work-dir", ws.work.to_str().unwrap(),
+        "score",
+        "--dataset",
+        "AI2D_TEST",
+        "--data-root",
+        ws.data.to_str().unwrap(),
+        "--predictions",
+        predictions.to_str().unwrap(),
+        "--work-dir",
+        ws.work.to_str().unwrap(),
     ]);
     // Rows 1, 2 right; row 3's numeric 3 reads as "3", which matches option B's text ("3"): right;
     // row 4's "NA" is missing → "nan" → Z: wrong. Overall 3/4.
     let csv = std::fs::read_to_string(ws.work.join("Keye/Keye_AI2D_TEST_acc.csv")).unwrap();
     assert_eq!(csv, "\"split\",\"Overall\"\n\"none\",\"0.75\"\n");
     let records = std::fs::read_to_string(ws.work.join("Keye/AI2D_TEST_records.jsonl")).unwrap();
-    assert!(records.contains("\"prediction\":\"3\"") && records.contains("\"prediction\":\"nan\""), "{records}");
+    assert!(
+        records.contains("\"prediction\":\"3\"") && records.contains("\"prediction\":\"nan\""),
+        "{records}"
+    );
 }
