@@ -604,7 +604,10 @@ impl Dataset {
         let Some(cell) = self.table.get(row, "image") else {
             return Ok(None);
         };
-        if cell.chars().count() > IMAGE_REFERENCE_MAX_LEN {
+        // Base64 is ASCII, so a long byte length settles it without counting characters.
+        if cell.len() > 4 * IMAGE_REFERENCE_MAX_LEN
+            || cell.chars().count() > IMAGE_REFERENCE_MAX_LEN
+        {
             return Ok(Some(cell));
         }
         let target = self.row_with_index(cell).ok_or_else(|| {

@@ -171,8 +171,10 @@ fn infer_column<'a>(cells: impl Iterator<Item = Option<&'a str>>) -> ColumnKind 
     }
 }
 
-/// The pandas C parser's integers: optional sign, ASCII digits, within int64.
+/// The pandas C parser's integers: optional sign, ASCII digits, within int64, surrounding
+/// spaces ignored.
 fn parse_pandas_int(cell: &str) -> Option<i64> {
+    let cell = cell.trim_matches(' ');
     let digits = cell.strip_prefix(['+', '-']).unwrap_or(cell);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -180,8 +182,10 @@ fn parse_pandas_int(cell: &str) -> Option<i64> {
     parse_int(cell).and_then(|v| i64::try_from(v).ok())
 }
 
-/// The pandas C parser's floats: decimal or scientific notation, or an `inf` spelling.
+/// The pandas C parser's floats: decimal or scientific notation, or an `inf` spelling,
+/// surrounding spaces ignored.
 fn parse_pandas_float(cell: &str) -> Option<f64> {
+    let cell = cell.trim_matches(' ');
     let unsigned = cell.strip_prefix(['+', '-']).unwrap_or(cell);
     let lower = unsigned.to_ascii_lowercase();
     if lower == "inf" || lower == "infinity" {
@@ -352,6 +356,27 @@ mod tests {
         assert_eq!(table.get(1, "count"), None);
         assert_eq!(table.get(1, "mixed"), Some("4"));
         assert_eq!(table.get(0, "index"), Some("1"));
+    }
+
+    /// Expectations printed by pandas 3.1.1 `read_csv(sep='\t')` then `str()` per cell.
+    #[test]
+    fn numeric_inference_matches_pandas() {
+        let text = "index\tanswer\tA\tB\tC\tD\tE\n001\t1.50\t1e5\t+3\tinf\t 5\t1,000\n\
+                    2\t2\t-0\t4\t-inf\t6\tNone\n3\t\t7.\t5\t1\t7 \tx\n";
+        let mut table = parse(text);
+        table.normalise_numeric_columns(&[]);
+        let column = |name: &str| {
+            (0..3)
+                .map(|r| table.get(r, name).unwrap_or("nan").to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(column("index"), ["1", "2", "3"]);
+        assert_eq!(column("answer"), ["1.5", "2.0", "nan"]);
+        assert_eq!(column("A"), ["100000.0", "-0.0", "7.0"]);
+        assert_eq!(column("B"), ["3", "4", "5"]);
+        assert_eq!(column("C"), ["inf", "-inf", "1.0"]);
+        assert_eq!(column("D"), ["5", "6", "7"]);
+        assert_eq!(column("E"), ["1,000", "nan", "x"]);
     }
 
     #[test]
