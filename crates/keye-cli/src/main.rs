@@ -26,6 +26,11 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Show what the model will see of an image or video (frames, sizes, tokens) without loading weights.
     Media(media::MediaArgs),
+    /// Run and score VLMEvalKit-compatible benchmarks, locally or against an OpenAI-compatible endpoint.
+    Eval {
+        #[command(subcommand)]
+        command: keye_eval::cli::EvalCommand,
+    },
     /// Measure load, vision, prefill and decode speed on a full-size random-weight checkpoint.
     Bench(bench::BenchArgs),
 }
@@ -39,11 +44,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Run(args) => run::run(args),
-        Command::Chat(args) => chat::run(args),
-        Command::Media(args) => media::run(args),
-        Command::Bench(args) => bench::run(args),
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Chat(args) => chat::run(&args),
+        Command::Media(args) => media::run(&args),
+        Command::Eval { command } => eval(command),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,6 +61,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn eval(command: keye_eval::cli::EvalCommand) -> anyhow::Result<()> {
+    let summary = keye_eval::cli::execute(command, &keye_eval::LocalEngine)?;
+    if !summary.is_success() {
+        anyhow::bail!("some datasets could not be evaluated (see above)");
+    }
+    Ok(())
 }
 
 /// The error and its causes, skipping causes whose text the message already includes.

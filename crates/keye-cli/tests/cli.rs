@@ -457,3 +457,77 @@ fn bad_videos_are_clear_errors() {
         &["/no/such/clip.mp4"],
     );
 }
+
+#[test]
+fn eval_runs_a_dataset_through_the_local_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("LMUData");
+    std::fs::create_dir_all(&data).unwrap();
+    let image = std::fs::read(case("image_224x168").join("inputs/img_224x168.png")).unwrap();
+    use base64::Engine as _;
+    let image = base64::engine::general_purpose::STANDARD.encode(image);
+    let tsv = format!(
+        "index\tquestion\tA\tB\tanswer\timage\n0\tWhat color?\tred\tblue\tA\t{image}\n1\tIs it red?\tyes\tno\tB\t{image}\n"
+    );
+    std::fs::write(data.join("Tiny_MCQ.tsv"), tsv).unwrap();
+    let work = dir.path().join("out");
+    let model = tiny_model();
+    let output = keye(&[
+        "eval",
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--datasets",
+        "Tiny_MCQ",
+        "--type",
+        "mcq",
+        "--data-root",
+        data.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--no-progress",
+        "--max-new-tokens",
+        "8",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let checkpoint =
+        std::fs::read_to_string(work.join("keye-preview-tiny/keye-preview-tiny_Tiny_MCQ.jsonl"))
+            .unwrap();
+    let rows: Vec<serde_json::Value> = checkpoint
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert!(row.get("error").is_none(), "{row}");
+        assert!(!row["raw_output"].as_str().unwrap().is_empty(), "{row}");
+    }
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(work.join("keye-preview-tiny/Tiny_MCQ_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["scored"], 2);
+    assert_eq!(summary["failed"], 0);
+
+    let missing = keye(&[
+        "eval",
+        "run",
+        "--model",
+        "/nonexistent/model",
+        "--datasets",
+        "Tiny_MCQ",
+        "--type",
+        "mcq",
+        "--data-root",
+        data.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("/nonexistent/model"),
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -17,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod jpeg;
 pub mod judge;
+pub mod local;
 pub mod metrics;
 pub mod openai;
 pub mod output;
@@ -32,3 +33,4 @@ pub use backend::{
     Backend, BackendError, EvalRequest, GenerationSettings, LocalBackendFactory, NoLocalEngine,
 };
 pub use error::EvalError;
+pub use local::LocalEngine;

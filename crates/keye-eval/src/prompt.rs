@@ -93,15 +93,9 @@ pub fn build_messages(
     }
     let mut messages = Vec::with_capacity(2);
     if let Some(system) = &options.system_prompt {
-        messages.push(Message {
-            role: "system".into(),
-            content: Content::Text(system.clone()),
-        });
+        messages.push(Message::system(system.clone()));
     }
-    messages.push(Message {
-        role: "user".into(),
-        content: Content::Parts(parts),
-    });
+    messages.push(Message::user(Content::Parts(parts)));
     Ok(messages)
 }
 
