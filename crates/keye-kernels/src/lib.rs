@@ -1,1 +1,38 @@
-//! Work in progress.
+//! CPU kernels for Keye-VL inference, on plain slices.
+//!
+//! The numerics contract: activations are f32, weights are f32 or bf16 (widened exactly to f32
+//! in registers), and every product accumulates in f32, so results match an f32 PyTorch
+//! reference up to summation order. Activations are never rounded to bf16.
+//!
+//! Every kernel picks the best instruction set at run time (AVX-512, AVX2 + FMA, or portable
+//! code; see [`SimdLevel`]), parallelises with rayon where the work is large enough, validates
+//! its arguments (returning [`KernelError`] instead of panicking), and has a `*_reference` twin:
+//! a plain, slow, f64-accumulating implementation used to test it.
+//!
+//! Layout conventions: matrices are row-major; weights are `[out_features, in_features]` as in
+//! PyTorch; attention tensors are token-major `[tokens, heads, head_dim]`, KV caches
+//! head-major `[kv_heads, capacity, head_dim]`.
+
+mod activation;
+mod attention;
+mod embedding;
+mod error;
+mod linear;
+mod math;
+mod norm;
+mod parallel;
+mod simd;
+#[cfg(test)]
+mod tests;
+
+pub use activation::{
+    gelu_erf, gelu_erf_reference, gelu_tanh, gelu_tanh_reference, silu_mul, silu_mul_reference,
+};
+pub use attention::{
+    attention_causal, attention_causal_reference, attention_segments, attention_segments_reference,
+};
+pub use embedding::{gather_rows, gather_rows_reference};
+pub use error::KernelError;
+pub use linear::{STREAMING_MAX_ROWS, Weights, linear, linear_reference};
+pub use norm::{layer_norm, layer_norm_reference, rms_norm, rms_norm_reference};
+pub use simd::{SIMD_LEVEL_ENV, SimdLevel};
