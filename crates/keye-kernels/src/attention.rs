@@ -993,8 +993,10 @@ unsafe fn tile_kernel<S: Simd, const TA: usize, const TV: usize>(s: S, t: Tile) 
         }
         for p in 0..t.depth {
             let b_row = t.b.add(p * t.b_stride);
-            let b: [S::V; TV] =
-                std::array::from_fn(|v| load_upto(s, b_row.add(v * S::LANES), len(v)));
+            let mut b = [s.zero(); TV];
+            for (v, vector) in b.iter_mut().enumerate() {
+                *vector = load_upto(s, b_row.add(v * S::LANES), len(v));
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let a = s.splat(*t.a.data.add(i * t.a.row_stride + p * t.a.column_stride));
                 for (acc, &b) in row.iter_mut().zip(&b) {

@@ -15,6 +15,7 @@
 
 mod activation;
 mod attention;
+mod blocked;
 mod embedding;
 mod error;
 mod linear;

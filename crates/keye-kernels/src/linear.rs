@@ -10,8 +10,8 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::error::{KernelError, expect_len};
-use crate::parallel::{SharedMut, threads, with_scratch};
-use crate::simd::{Element, Simd, SimdLevel, dispatch, load_upto};
+use crate::parallel::{SharedMut, threads};
+use crate::simd::{Element, Simd, SimdLevel, dispatch, load_upto, store_upto};
 
 /// A weight matrix stored row-major as `[n, k]` (PyTorch `nn.Linear` layout), in its file dtype.
 #[derive(Clone, Copy, Debug)]
@@ -37,9 +37,6 @@ impl Weights<'_> {
 
 /// Up to this many activation rows take the weight-streaming path; above it, the GEMM path.
 pub const STREAMING_MAX_ROWS: usize = 16;
-
-/// Bytes of f32 scratch one widened bf16 weight panel may occupy on the GEMM path.
-const PANEL_BYTES: usize = 8 << 20;
 
 /// Weight rows one streaming task handles at least: one register tile.
 const ROW_TILE: usize = 4;
@@ -86,7 +83,7 @@ pub(crate) fn linear_at(
             // SAFETY: lengths validated above; `w` is [n, k] row-major, read as the k×n matrix wᵀ.
             unsafe { gemm_f32(x, m, k, w.as_ptr(), n, n, bias.is_some(), out.as_mut_ptr()) };
         }
-        Weights::Bf16(w) => gemm_widened(level, x, m, k, w, n, bias, out),
+        Weights::Bf16(w) => crate::blocked::gemm(level, x, m, k, w, n, bias, out),
     }
     Ok(())
 }
@@ -151,7 +148,8 @@ fn stream_rows<W: Element>(
 /// Computes output columns `rows` for all `m` activation rows.
 ///
 /// # Safety
-/// `x` is `[m, k]`, `w` is `[n, k]`, `out` points to `m × n` writable floats, `rows ⊆ 0..n`.
+/// `x` is `[m, k]`, `w` is `[n, k]`, `out` points to `m × n` writable floats, `rows ⊆ 0..n`,
+/// `m <= STREAMING_MAX_ROWS`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn stream_row_block<S: Simd, W: Element>(
@@ -165,9 +163,6 @@ unsafe fn stream_row_block<S: Simd, W: Element>(
     rows: std::ops::Range<usize>,
     out: *mut f32,
 ) {
-    // Accumulators for ROW_TILE weight rows × this many activation rows, plus the loaded
-    // weight vectors, must fit the register file.
-    let activation_tile = if S::REGISTERS >= 32 { 4 } else { 2 };
     let mut j = rows.start;
     while j < rows.end {
         let weight_rows = if rows.end - j >= ROW_TILE {
@@ -175,89 +170,182 @@ unsafe fn stream_row_block<S: Simd, W: Element>(
         } else {
             1
         };
-        let mut i = 0;
-        while i < m {
-            let activations = (m - i).min(activation_tile);
-            let args = TileArgs {
-                x: x[i * k..].as_ptr(),
-                w: w[j * k..].as_ptr(),
-                k,
-                out: unsafe { out.add(i * n + j) },
-                n,
-            };
-            let bias = bias.map(|b| &b[j..j + weight_rows]);
-            // SAFETY: the tile's rows and columns are inside the validated shapes.
-            unsafe {
-                match (weight_rows, activations) {
-                    (ROW_TILE, 4) => dot_tile::<S, W, ROW_TILE, 4>(s, args, bias),
-                    (ROW_TILE, 3) => dot_tile::<S, W, ROW_TILE, 3>(s, args, bias),
-                    (ROW_TILE, 2) => dot_tile::<S, W, ROW_TILE, 2>(s, args, bias),
-                    (ROW_TILE, _) => dot_tile::<S, W, ROW_TILE, 1>(s, args, bias),
-                    (_, 4) => dot_tile::<S, W, 1, 4>(s, args, bias),
-                    (_, 3) => dot_tile::<S, W, 1, 3>(s, args, bias),
-                    (_, 2) => dot_tile::<S, W, 1, 2>(s, args, bias),
-                    (_, _) => dot_tile::<S, W, 1, 1>(s, args, bias),
-                }
+        let tile = RowTile {
+            x: x.as_ptr(),
+            m,
+            k,
+            w: w[j * k..].as_ptr(),
+            n,
+            bias: bias.map(|b| &b[j..j + weight_rows]),
+            // SAFETY: column `j` of `out` is inside the caller's extent.
+            out: unsafe { out.add(j) },
+        };
+        // SAFETY: the tile's rows and columns are inside the validated shapes.
+        unsafe {
+            if weight_rows == ROW_TILE {
+                stream_row_tile::<S, W, ROW_TILE>(s, tile)
+            } else {
+                stream_row_tile::<S, W, 1>(s, tile)
             }
-            i += activations;
         }
         j += weight_rows;
     }
 }
 
-struct TileArgs<W> {
-    /// First activation row of the tile; rows are `k` apart.
-    x: *const f32,
-    /// First weight row of the tile; rows are `k` apart.
-    w: *const W,
-    k: usize,
-    /// Output element of (first activation row, first weight row); rows are `n` apart.
-    out: *mut f32,
-    n: usize,
+/// Inner-dimension chunk over which a few weight rows are widened once into L1 and then dotted
+/// with every activation row.
+const DEPTH_CHUNK: usize = 256;
+
+/// Activation rows per register tile: `ROW_TILE ×` this many accumulators, plus the weight
+/// vectors, must fit the register file.
+fn activation_tile<S: Simd>() -> usize {
+    if S::REGISTERS >= 32 { 4 } else { 2 }
 }
 
-/// Dots `R` weight rows with `M` activation rows, loading each weight vector once.
+struct RowTile<'a, W> {
+    /// All `m` activation rows, `k` apart.
+    x: *const f32,
+    m: usize,
+    k: usize,
+    /// The tile's first weight row; rows are `k` apart.
+    w: *const W,
+    n: usize,
+    bias: Option<&'a [f32]>,
+    /// Output element (row 0, the tile's first column); rows are `n` apart.
+    out: *mut f32,
+}
+
+/// Dots `R` weight rows with every activation row.
+///
+/// With a single activation tile the weights go straight from memory into registers, each
+/// vector loaded once. With more, each depth chunk of the `R` rows is widened once into an L1
+/// buffer and every activation tile reuses it, so bf16 widening is not repeated per tile.
 ///
 /// # Safety
-/// `R` weight rows and `M` activation rows of `k` elements are readable, and the `M × R`
-/// output elements are writable.
+/// As [`stream_row_block`] for this tile's `R` rows.
 #[inline(always)]
-unsafe fn dot_tile<S: Simd, W: Element, const R: usize, const M: usize>(
-    s: S,
-    TileArgs { x, w, k, out, n }: TileArgs<W>,
-    bias: Option<&[f32]>,
-) {
-    // acc[i][r]: activation row i · weight row r.
-    let mut acc = [[s.zero(); R]; M];
-    let mut c = 0;
-    // SAFETY: every load below stays inside a row of `k` elements.
+unsafe fn stream_row_tile<S: Simd, W: Element, const R: usize>(s: S, t: RowTile<'_, W>) {
+    let (m, k) = (t.m, t.k);
+    let step = activation_tile::<S>();
+    let mut sums = [[s.zero(); R]; STREAMING_MAX_ROWS];
+    // SAFETY: every operand range below is inside the caller's extents.
     unsafe {
-        while c + S::LANES <= k {
-            let weights: [S::V; R] = std::array::from_fn(|r| W::load(s, w.add(r * k + c)));
-            for (i, row_acc) in acc.iter_mut().enumerate() {
-                let activation = s.load(x.add(i * k + c));
-                for (a, &weight) in row_acc.iter_mut().zip(&weights) {
-                    *a = s.mul_add(weight, activation, *a);
+        if m <= step {
+            accumulate(
+                s,
+                &mut sums[..m],
+                Operands {
+                    x: t.x,
+                    x_stride: k,
+                    w: t.w,
+                    w_stride: k,
+                    len: k,
+                },
+            );
+        } else {
+            let mut buffer = [0.0f32; ROW_TILE * DEPTH_CHUNK];
+            let mut depth = 0;
+            while depth < k {
+                let len = DEPTH_CHUNK.min(k - depth);
+                for r in 0..R {
+                    let source = std::slice::from_raw_parts(t.w.add(r * k + depth), len);
+                    widen_into(s, source, &mut buffer[r * DEPTH_CHUNK..][..len]);
                 }
-            }
-            c += S::LANES;
-        }
-        if c < k {
-            let tail = k - c;
-            let weights: [S::V; R] = std::array::from_fn(|r| load_upto(s, w.add(r * k + c), tail));
-            for (i, row_acc) in acc.iter_mut().enumerate() {
-                let activation = s.load_partial(x.add(i * k + c), tail);
-                for (a, &weight) in row_acc.iter_mut().zip(&weights) {
-                    *a = s.mul_add(weight, activation, *a);
+                let mut i = 0;
+                while i < m {
+                    let rows = step.min(m - i);
+                    let operands = Operands {
+                        x: t.x.add(i * k + depth),
+                        x_stride: k,
+                        w: buffer.as_ptr(),
+                        w_stride: DEPTH_CHUNK,
+                        len,
+                    };
+                    accumulate(s, &mut sums[i..i + rows], operands);
+                    i += rows;
                 }
+                depth += len;
             }
         }
-        for (i, row_acc) in acc.iter().enumerate() {
-            for (r, &a) in row_acc.iter().enumerate() {
-                *out.add(i * n + r) = s.reduce_sum(a) + bias.map_or(0.0, |b| b[r]);
+        for (i, row_sums) in sums[..m].iter().enumerate() {
+            for (r, &sum) in row_sums.iter().enumerate() {
+                *t.out.add(i * t.n + r) = s.reduce_sum(sum) + t.bias.map_or(0.0, |b| b[r]);
             }
         }
     }
+}
+
+#[derive(Clone, Copy)]
+struct Operands<W> {
+    /// First activation row, `x_stride` apart.
+    x: *const f32,
+    x_stride: usize,
+    /// First weight row, `w_stride` apart.
+    w: *const W,
+    w_stride: usize,
+    /// Elements to dot from each row.
+    len: usize,
+}
+
+/// `sums[i][r] += x_i · w_r` over `len` elements, for `sums.len() <= 4` activation rows.
+///
+/// # Safety
+/// `len` elements of each addressed row are readable.
+#[inline(always)]
+unsafe fn accumulate<S: Simd, W: Element, const R: usize>(
+    s: S,
+    sums: &mut [[S::V; R]],
+    operands: Operands<W>,
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        match sums.len() {
+            4 => accumulate_tile::<S, W, R, 4>(s, sums, operands),
+            3 => accumulate_tile::<S, W, R, 3>(s, sums, operands),
+            2 => accumulate_tile::<S, W, R, 2>(s, sums, operands),
+            _ => accumulate_tile::<S, W, R, 1>(s, sums, operands),
+        }
+    }
+}
+
+/// Register tile of [`accumulate`]: `M` activation rows × `R` weight rows, each weight vector
+/// loaded once per step.
+///
+/// # Safety
+/// As [`accumulate`]; `sums.len() >= M`.
+#[inline(always)]
+unsafe fn accumulate_tile<S: Simd, W: Element, const R: usize, const M: usize>(
+    s: S,
+    sums: &mut [[S::V; R]],
+    Operands {
+        x,
+        x_stride,
+        w,
+        w_stride,
+        len,
+    }: Operands<W>,
+) {
+    let mut acc = [[s.zero(); R]; M];
+    acc.copy_from_slice(&sums[..M]);
+    let mut c = 0;
+    // SAFETY: every load stays inside the first `len` elements of its row.
+    unsafe {
+        while c < len {
+            let lanes = (len - c).min(S::LANES);
+            let mut weights = [s.zero(); R];
+            for (r, weight) in weights.iter_mut().enumerate() {
+                *weight = load_upto(s, w.add(r * w_stride + c), lanes);
+            }
+            for (i, row_acc) in acc.iter_mut().enumerate() {
+                let activation = load_upto(s, x.add(i * x_stride + c), lanes);
+                for (a, &weight) in row_acc.iter_mut().zip(&weights) {
+                    *a = s.mul_add(weight, activation, *a);
+                }
+            }
+            c += lanes;
+        }
+    }
+    sums[..M].copy_from_slice(&acc);
 }
 
 /// `out[m×cols] (+)= x[m×k] · wᵀ` for the `cols` rows of a `[cols, k]` f32 matrix at `w`, with
@@ -303,70 +391,22 @@ unsafe fn gemm_f32(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn gemm_widened(
-    level: SimdLevel,
-    x: &[f32],
-    m: usize,
-    k: usize,
-    w: &[bf16],
-    n: usize,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    fill_with_bias(out, n, bias);
-    let panel_rows = (PANEL_BYTES / (4 * k)).clamp(1, n);
-    with_scratch(panel_rows * k, |panel| {
-        for first in (0..n).step_by(panel_rows) {
-            let rows = panel_rows.min(n - first);
-            let panel = &mut panel[..rows * k];
-            widen(level, &w[first * k..(first + rows) * k], panel);
-            // SAFETY: `panel` holds `rows` widened weight rows; the output block starts at
-            // column `first` and spans `rows` columns of each of the `m` rows of `out`.
-            unsafe {
-                gemm_f32(
-                    x,
-                    m,
-                    k,
-                    panel.as_ptr(),
-                    rows,
-                    n,
-                    bias.is_some(),
-                    out.as_mut_ptr().add(first),
-                );
-            }
-        }
-    });
-}
-
-/// Widens bf16 to f32 (exact), in parallel.
-fn widen(level: SimdLevel, source: &[bf16], target: &mut [f32]) {
-    const CHUNK: usize = 1 << 16;
-    target
-        .par_chunks_mut(CHUNK)
-        .zip(source.par_chunks(CHUNK))
-        .for_each(|(target, source)| widen_serial(level, source, target));
-}
-
 /// Widens bf16 to f32 (exact) on the calling thread.
 pub(crate) fn widen_serial(level: SimdLevel, source: &[bf16], target: &mut [f32]) {
-    dispatch!(level, |s| widen_chunk(s, source, target))
+    dispatch!(level, |s| widen_into(s, source, target))
 }
 
+/// Converts `source` to f32 into `target` (equal lengths), vectorised.
 #[inline(always)]
-fn widen_chunk<S: Simd>(s: S, source: &[bf16], target: &mut [f32]) {
+pub(crate) fn widen_into<S: Simd, W: Element>(s: S, source: &[W], target: &mut [f32]) {
     let len = source.len().min(target.len());
     let mut i = 0;
     // SAFETY: every access is below `len`.
     unsafe {
         while i < len {
             let lanes = (len - i).min(S::LANES);
-            crate::simd::store_upto(
-                s,
-                target.as_mut_ptr().add(i),
-                load_upto(s, source.as_ptr().add(i), lanes),
-                lanes,
-            );
+            let value = load_upto(s, source.as_ptr().add(i), lanes);
+            store_upto(s, target.as_mut_ptr().add(i), value, lanes);
             i += lanes;
         }
     }
