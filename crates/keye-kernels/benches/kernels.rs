@@ -1,0 +1,299 @@
+//! `cargo bench -p keye-kernels`: throughput of the kernels on Keye-VL-8B shapes, next to the
+//! machine limits measured in the same run (memory read bandwidth).
+//!
+//! `KEYE_SIMD=avx2` (or `scalar`) measures a lower instruction-set level; a trailing argument
+//! (`cargo bench -p keye-kernels -- attention`) runs only the sections whose name contains it.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use half::bf16;
+use keye_kernels::{SimdLevel, Weights, attention_causal, attention_segments, linear};
+use rayon::prelude::*;
+
+/// Distinct weight matrices cycled through, so the GEMV reads DRAM rather than a large L3.
+const GEMV_MATRICES: usize = 8;
+
+fn main() {
+    println!(
+        "keye-kernels bench: level {}, {} rayon threads",
+        SimdLevel::detected(),
+        rayon::current_num_threads()
+    );
+    let filter = std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with('-'))
+        .unwrap_or_default();
+    let wanted = |section: &str| section.contains(filter.as_str());
+    let bandwidth = read_bandwidth();
+    let peak = fma_peak();
+    if wanted("linear gemv") {
+        gemv(bandwidth);
+    }
+    if wanted("linear gemm") {
+        gemm(peak);
+    }
+    if wanted("attention vision") {
+        vision_attention(peak);
+    }
+    if wanted("attention decode") {
+        decode_attention(bandwidth);
+    }
+    if wanted("attention prefill") {
+        prefill_attention(peak);
+    }
+}
+
+/// Fastest of `runs` timings of `f`.
+fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn filled(len: usize, seed: u32) -> Vec<f32> {
+    // A cheap deterministic pattern in [-1, 1); values do not matter for timing.
+    (0..len)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32
+                / (1 << 23) as f32
+                - 1.0
+        })
+        .collect()
+}
+
+/// Multi-threaded read of a buffer far larger than any cache: the roofline for streaming kernels.
+fn read_bandwidth() -> f64 {
+    let buffer = filled((1usize << 30) / 4, 0);
+    let chunk = buffer.len() / (rayon::current_num_threads() * 8);
+    let read = || buffer.par_chunks(chunk).map(probes::sum).sum::<f32>();
+    black_box(read());
+    let time = best_of(5, || {
+        black_box(read());
+    });
+    let gbps = (buffer.len() * 4) as f64 / time.as_secs_f64() / 1e9;
+    println!("read bandwidth (1 GiB, all threads)       {gbps:7.1} GB/s");
+    gbps
+}
+
+/// Register-resident FP32 FMA throughput on all threads: the compute roofline.
+fn fma_peak() -> f64 {
+    const ITERATIONS: usize = 50_000_000;
+    let threads = rayon::current_num_threads();
+    let run = || {
+        (0..threads)
+            .into_par_iter()
+            .map(|_| probes::fma_flops(ITERATIONS))
+            .sum::<f64>()
+    };
+    let mut flops = run();
+    let time = best_of(3, || flops = black_box(run())).as_secs_f64();
+    let gflops = flops / time / 1e9;
+    println!("FP32 FMA peak (all threads)               {gflops:7.1} GFLOP/s");
+    gflops
+}
+
+/// Machine-limit probes, written directly against the widest instructions available.
+mod probes {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// Sum of a slice with independent vector accumulators (memory-bound).
+    pub fn sum(data: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected.
+            return unsafe { sum_avx512(data) };
+        }
+        data.iter().sum()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn sum_avx512(data: &[f32]) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let blocks = data.chunks_exact(64);
+        let tail: f32 = blocks.remainder().iter().sum();
+        for block in blocks {
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: 16 floats at 16·i are inside the 64-float block.
+                *acc = _mm512_add_ps(*acc, unsafe { _mm512_loadu_ps(block.as_ptr().add(16 * i)) });
+            }
+        }
+        let total = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(total) + tail
+    }
+
+    /// Runs `iterations` rounds of 12 independent FMA chains; returns the FLOPs done.
+    pub fn fma_flops(iterations: usize) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected.
+            unsafe { std::hint::black_box(fma_avx512(iterations)) };
+            return (iterations / 1000 * 1000 * 12 * 16 * 2) as f64;
+        }
+        let mut acc = [1.0f32; 12];
+        for _ in 0..iterations {
+            for a in &mut acc {
+                *a = *a * 0.999 + 1e-3;
+            }
+        }
+        std::hint::black_box(acc);
+        (iterations * 12 * 2) as f64
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn fma_avx512(iterations: usize) -> f32 {
+        let (a, b) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3));
+        let mut acc = [_mm512_set1_ps(1.0); 12];
+        // Opaque every 1000 rounds, so the chains cannot be folded away.
+        for _ in 0..iterations / 1000 {
+            for _ in 0..1000 {
+                for acc in &mut acc {
+                    *acc = _mm512_fmadd_ps(*acc, a, b);
+                }
+            }
+            acc = std::hint::black_box(acc);
+        }
+        _mm512_reduce_add_ps(
+            acc.into_iter()
+                .fold(_mm512_setzero_ps(), |x, y| _mm512_add_ps(x, y)),
+        )
+    }
+}
+
+fn gemv(bandwidth: f64) {
+    let (n, k) = (12288, 4096);
+    let matrices: Vec<Vec<bf16>> = (0..GEMV_MATRICES)
+        .map(|seed| {
+            filled(n * k, seed as u32)
+                .into_iter()
+                .map(bf16::from_f32)
+                .collect()
+        })
+        .collect();
+    for m in [1, 4, 16] {
+        let x = filled(m * k, 99);
+        let mut out = vec![0.0; m * n];
+        let mut sweep = || {
+            for w in &matrices {
+                linear(&x, m, k, Weights::Bf16(w), n, None, &mut out).unwrap();
+            }
+        };
+        sweep();
+        let time = best_of(3, sweep).as_secs_f64() / GEMV_MATRICES as f64;
+        let gbps = (n * k * 2) as f64 / time / 1e9;
+        let gflops = (2 * m * n * k) as f64 / time / 1e9;
+        println!(
+            "bf16 linear m={m:<3} {n}x{k}               {gbps:7.1} GB/s ({:5.1} % of read bw), {gflops:6.1} GFLOP/s, {:6.2} ms",
+            100.0 * gbps / bandwidth,
+            time * 1e3
+        );
+    }
+}
+
+fn gemm(peak: f64) {
+    let (m, k, n) = (512, 4096, 12288);
+    let x = filled(m * k, 1);
+    let w_f32 = filled(n * k, 2);
+    let w_bf16: Vec<bf16> = w_f32.iter().map(|&v| bf16::from_f32(v)).collect();
+    let mut out = vec![0.0; m * n];
+    let flops = (2 * m * n * k) as f64;
+    for (name, w) in [
+        ("bf16", Weights::Bf16(&w_bf16)),
+        ("f32 ", Weights::F32(&w_f32)),
+    ] {
+        linear(&x, m, k, w, n, None, &mut out).unwrap();
+        let time = best_of(3, || linear(&x, m, k, w, n, None, &mut out).unwrap());
+        let gflops = flops / time.as_secs_f64() / 1e9;
+        println!(
+            "{name} linear m={m} k={k} n={n}          {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
+            100.0 * gflops / peak,
+            time.as_secs_f64() * 1e3
+        );
+    }
+}
+
+fn vision_attention(peak: f64) {
+    let (tokens, heads, head_dim) = (5120, 16, 72);
+    let len = tokens * heads * head_dim;
+    let (q, k, v) = (filled(len, 1), filled(len, 2), filled(len, 3));
+    let mut out = vec![0.0; len];
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let run = |out: &mut [f32]| {
+        attention_segments(&q, &k, &v, heads, head_dim, &[0, tokens], scale, out).unwrap()
+    };
+    run(&mut out);
+    let time = best_of(2, || run(&mut out)).as_secs_f64();
+    let gflops = (4 * tokens * tokens * head_dim * heads) as f64 / time / 1e9;
+    println!(
+        "vision attention {tokens} tok x {heads} h x {head_dim}      {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
+        100.0 * gflops / peak,
+        time * 1e3
+    );
+}
+
+fn decode_attention(bandwidth: f64) {
+    let (q_heads, kv_heads, head_dim) = (32, 8, 128);
+    for context in [1024, 32768] {
+        let cache_len = kv_heads * context * head_dim;
+        let (k_cache, v_cache) = (filled(cache_len, 4), filled(cache_len, 5));
+        let q = filled(q_heads * head_dim, 6);
+        let mut out = vec![0.0; q.len()];
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut run = || {
+            attention_causal(
+                &q,
+                1,
+                q_heads,
+                &k_cache,
+                &v_cache,
+                kv_heads,
+                context,
+                context - 1,
+                head_dim,
+                scale,
+                &mut out,
+            )
+            .unwrap()
+        };
+        run();
+        let time = best_of(20, &mut run).as_secs_f64();
+        let gbps = (2 * cache_len * 4) as f64 / time / 1e9;
+        println!(
+            "decode attention ctx {context:<5} 32q/8kv x 128     {gbps:7.1} GB/s ({:5.1} % of read bw), {:8.3} ms",
+            100.0 * gbps / bandwidth,
+            time * 1e3
+        );
+    }
+}
+
+fn prefill_attention(peak: f64) {
+    let (n_new, q_heads, kv_heads, head_dim) = (2048, 32, 8, 128);
+    let cache_len = kv_heads * n_new * head_dim;
+    let (k_cache, v_cache) = (filled(cache_len, 7), filled(cache_len, 8));
+    let q = filled(n_new * q_heads * head_dim, 9);
+    let mut out = vec![0.0; q.len()];
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut run = || {
+        attention_causal(
+            &q, n_new, q_heads, &k_cache, &v_cache, kv_heads, n_new, 0, head_dim, scale, &mut out,
+        )
+        .unwrap()
+    };
+    run();
+    let time = best_of(2, &mut run).as_secs_f64();
+    // Causal: half of the full score matrix.
+    let gflops = (2 * n_new * n_new * head_dim * q_heads) as f64 / time / 1e9;
+    println!(
+        "causal prefill attention {n_new} tok 32q/8kv x 128 {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
+        100.0 * gflops / peak,
+        time * 1e3
+    );
+}
