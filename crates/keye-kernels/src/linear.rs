@@ -15,7 +15,6 @@ use crate::simd::{Element, Simd, SimdLevel, dispatch, load_upto, store_upto};
 
 /// A weight matrix stored row-major as `[n, k]` (PyTorch `nn.Linear` layout), in its file dtype.
 #[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
 pub enum Weights<'a> {
     F32(&'a [f32]),
     Bf16(&'a [bf16]),

@@ -129,7 +129,8 @@ impl CustomOp3 for SegmentAttention {
             &self.cu_seqlens,
             self.scale,
             &mut out,
-        );
+        )
+        .map_err(candle_core::Error::wrap)?;
         Ok((CpuStorage::F32(out), lq.shape().clone()))
     }
 }

@@ -159,7 +159,8 @@ impl CustomOp1 for Linear {
             n,
             self.bias.as_deref(),
             &mut out,
-        );
+        )
+        .map_err(candle_core::Error::wrap)?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("rank >= 1") = n;
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))

@@ -341,7 +341,8 @@ impl CustomOp3 for CachedAttention {
             self.head_dim,
             self.scale,
             &mut out,
-        );
+        )
+        .map_err(candle_core::Error::wrap)?;
         Ok((CpuStorage::F32(out), lq.shape().clone()))
     }
 }
