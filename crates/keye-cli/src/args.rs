@@ -3,7 +3,8 @@
 use anyhow::Result;
 use keye::{GenerationOptions, HubOptions, Keye, LoadOptions};
 use keye_chat::ThinkingMode;
-use keye_media::ImageOptions;
+use keye_chat::{Part, VideoPart, VideoSource};
+use keye_media::{ImageOptions, VideoOptions};
 
 /// The official checkpoint, downloaded and cached on first use.
 pub const DEFAULT_MODEL: &str = "Kwai-Keye/Keye-VL-8B-Preview";
@@ -126,4 +127,132 @@ impl ImageArgs {
             resized_width: self.resized_width,
         }
     }
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct VideoArgs {
+    /// Frames sampled per second of video (default 2).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Exact number of frames to sample (Keye-VL-8B-Preview).
+    #[arg(long)]
+    pub nframes: Option<u32>,
+    /// Fewest frames to sample (Keye-VL-8B-Preview).
+    #[arg(long)]
+    pub min_frames: Option<u32>,
+    /// Most frames to sample.
+    #[arg(long)]
+    pub max_frames: Option<u32>,
+    /// Lower bound on a frame's area in pixels.
+    #[arg(long)]
+    pub video_min_pixels: Option<u64>,
+    /// Upper bound on a frame's area in pixels.
+    #[arg(long)]
+    pub video_max_pixels: Option<u64>,
+    /// Pixel budget for all frames of a video (Keye-VL-1.5: `video_total_pixels`; Preview: `total_pixels`).
+    #[arg(long)]
+    pub video_total_pixels: Option<u64>,
+    /// Start of the sampled window, in seconds.
+    #[arg(long)]
+    pub video_start: Option<f64>,
+    /// End of the sampled window, in seconds.
+    #[arg(long)]
+    pub video_end: Option<f64>,
+    /// Similarity above which a frame becomes a low-resolution "fast" frame (Keye-VL-1.5, default 0.9).
+    #[arg(long)]
+    pub min_frame_similarity: Option<f64>,
+}
+
+impl VideoArgs {
+    pub fn options(&self) -> VideoOptions {
+        VideoOptions {
+            fps: self.fps,
+            nframes: self.nframes,
+            min_frames: self.min_frames,
+            max_frames: self.max_frames,
+            min_pixels: self.video_min_pixels,
+            max_pixels: self.video_max_pixels,
+            total_pixels: self.video_total_pixels,
+            video_total_pixels: self.video_total_pixels,
+            video_start: self.video_start,
+            video_end: self.video_end,
+            resized_height: None,
+            resized_width: None,
+            min_frame_similarity: self.min_frame_similarity,
+        }
+    }
+
+    /// A video part: a file or URL, or a folder whose images are the frames in name order.
+    pub fn part(&self, source: &str) -> Part {
+        Part::Video(VideoPart {
+            source: video_source(source),
+            options: self.options(),
+        })
+    }
+}
+
+pub fn video_source(source: &str) -> VideoSource {
+    if std::path::Path::new(source).is_dir() {
+        VideoSource::Frames(frames_in(source))
+    } else {
+        VideoSource::File(source.to_owned())
+    }
+}
+
+/// The images of a folder, sorted by name: a video given as frames.
+fn frames_in(dir: &str) -> Vec<String> {
+    let mut frames: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "png" | "jpg" | "jpeg" | "webp" | "bmp"
+                )
+            })
+        })
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    frames.sort();
+    frames
+}
+
+/// Progress bars on stderr for video decoding and vision encoding, when stderr is a terminal.
+pub fn progress_bars() -> Option<keye::Progress> {
+    use std::io::IsTerminal;
+    use std::sync::Mutex;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bars: Mutex<Option<(keye::Stage, indicatif::ProgressBar)>> = Mutex::new(None);
+    Some(keye::Progress::new(move |stage, done, total| {
+        let mut bars = bars.lock().expect("progress lock");
+        if bars.as_ref().is_none_or(|(s, _)| *s != stage) {
+            if let Some((_, bar)) = bars.take() {
+                bar.finish_and_clear();
+            }
+            let label = match stage {
+                keye::Stage::Decoding => "decoding video",
+                keye::Stage::Encoding => "vision encoder",
+            };
+            let bar = indicatif::ProgressBar::new(total as u64).with_message(label);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:15} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            *bars = Some((stage, bar));
+        }
+        if let Some((_, bar)) = bars.as_ref() {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            if done >= total {
+                bar.finish_and_clear();
+            }
+        }
+    }))
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use keye::{Flow, Request, TokenEvent};
 use keye_chat::{Content, ImagePart, Message, Part};
 
-use crate::args::{GenerationArgs, ImageArgs, ModelArgs};
+use crate::args::{GenerationArgs, ImageArgs, ModelArgs, VideoArgs, progress_bars};
 use crate::printer::Printer;
 
 #[derive(clap::Args, Debug)]
@@ -20,9 +20,12 @@ pub struct ChatArgs {
     pub generation: GenerationArgs,
     #[command(flatten)]
     pub image: ImageArgs,
+    #[command(flatten)]
+    pub video: VideoArgs,
 }
 
-const HELP: &str = "commands: /image PATH (attach to your next message), /reset, /exit";
+const HELP: &str =
+    "commands: /image PATH, /video PATH (attach to your next message), /reset, /exit";
 
 pub fn run(args: &ChatArgs) -> Result<()> {
     let keye = args.model.load()?;
@@ -69,6 +72,11 @@ pub fn run(args: &ChatArgs) -> Result<()> {
                 eprintln!("(image attached to your next message)");
                 continue;
             }
+            ("/video", path) if !path.is_empty() => {
+                attached.push(args.video.part(path));
+                eprintln!("(video attached to your next message)");
+                continue;
+            }
             (command, _) if command.starts_with('/') => {
                 eprintln!("{HELP}");
                 continue;
@@ -81,6 +89,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         let mut request = Request::new(history.clone());
         request.thinking = args.generation.thinking();
         request.generation = args.generation.options();
+        request.progress = progress_bars();
         let mut printer = Printer::new(args.generation.hide_thinking);
         let result = keye.generate(&request, &mut |event: &TokenEvent| {
             if printer.print(&event.text).is_err() {

@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod chat;
+mod media;
 mod printer;
 mod run;
 
@@ -23,6 +24,8 @@ enum Command {
     Run(run::RunArgs),
     /// Multi-turn chat in the terminal (`/image PATH`, `/reset`, `/exit`).
     Chat(chat::ChatArgs),
+    /// Show what the model will see of an image or video (frames, sizes, tokens) without loading weights.
+    Media(media::MediaArgs),
     /// Measure load, vision, prefill and decode speed on a full-size random-weight checkpoint.
     Bench(bench::BenchArgs),
 }
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Media(args) => media::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use keye::{Completion, Flow, Request, TokenEvent};
 use keye_chat::{Content, ImagePart, Message, MessagesFile, Part};
 
-use crate::args::{GenerationArgs, ImageArgs, ModelArgs};
+use crate::args::{GenerationArgs, ImageArgs, ModelArgs, VideoArgs, progress_bars};
 use crate::printer::Printer;
 
 #[derive(clap::Args, Debug)]
@@ -19,9 +19,13 @@ pub struct RunArgs {
     /// Image to ask about: a path, file://, http(s):// or data: URL (repeatable).
     #[arg(long = "image", short = 'i')]
     pub images: Vec<String>,
+    /// Video to ask about: a file (mp4, mkv, webm, mov, avi, …), file:// or http(s):// URL, or a
+    /// folder of frame images (repeatable).
+    #[arg(long = "video", short = 'v')]
+    pub videos: Vec<String>,
     /// A whole conversation as JSON (the fixtures' messages.json format); media paths are
     /// relative to the file.
-    #[arg(long, conflicts_with_all = ["prompt", "images", "system"])]
+    #[arg(long, conflicts_with_all = ["prompt", "images", "videos", "system"])]
     pub messages: Option<PathBuf>,
     /// System prompt (default: the chat template's).
     #[arg(long)]
@@ -30,6 +34,8 @@ pub struct RunArgs {
     pub generation: GenerationArgs,
     #[command(flatten)]
     pub image: ImageArgs,
+    #[command(flatten)]
+    pub video: VideoArgs,
     /// `text` streams the answer; `json` prints one JSON object with text, token ids, usage
     /// and timings.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -54,6 +60,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     request.thinking = args.generation.thinking();
     request.generation = args.generation.options();
     request.trace = args.dump.is_some();
+    request.progress = progress_bars();
 
     let keye = args.model.load()?;
     let completion = match args.output {
@@ -118,6 +125,7 @@ fn single_turn(args: &RunArgs) -> Result<Vec<Message>> {
             })
         })
         .collect();
+    parts.extend(args.videos.iter().map(|source| args.video.part(source)));
     parts.push(Part::Text(prompt));
     messages.push(Message::user(Content::Parts(parts)));
     Ok(messages)

@@ -347,3 +347,113 @@ fn chat_keeps_the_conversation_and_handles_commands() {
     assert!(err.contains("/no/such/file.png"), "{err}");
     assert!(err.contains("conversation cleared"), "{err}");
 }
+
+fn model_1_5() -> PathBuf {
+    repo().join("tests/fixtures/models/keye-1.5-tiny")
+}
+
+fn case_1_5(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/cases/keye-1.5-tiny").join(name)
+}
+
+#[test]
+fn run_with_a_video_matches_the_reference() {
+    let dir = case_1_5("video_mp4_scenecut");
+    let video = dir.join("inputs/scenecut_320x240_8fps_16f.mp4");
+    let model = model_1_5();
+    let mut args = vec![
+        "run",
+        "-m",
+        model.to_str().unwrap(),
+        "--video",
+        video.to_str().unwrap(),
+        "--video-max-pixels",
+        "94080",
+    ];
+    args.extend(GREEDY);
+    args.extend([
+        "--output",
+        "json",
+        "Describe the video. Is there a scene change?",
+    ]);
+    let out = keye(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<u64> = json["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, fixture_ids(&dir));
+}
+
+#[test]
+fn media_inspector_reports_frames_like_keye_vl_utils() {
+    let dir = case_1_5("video_mp4_scenecut");
+    let video = dir.join("inputs/scenecut_320x240_8fps_16f.mp4");
+    let frames_dir = tempfile::tempdir().unwrap();
+    let model = model_1_5();
+    let out = keye(&[
+        "media",
+        video.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--video-max-pixels",
+        "94080",
+        "--output",
+        "json",
+        "--save-frames",
+        frames_dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("outputs.json")).unwrap()).unwrap();
+    let frames = json["frames"].as_array().unwrap();
+    let indices: Vec<&serde_json::Value> = frames.iter().map(|f| &f["source_index"]).collect();
+    let want: Vec<&serde_json::Value> = meta["decord_calls"][0]["indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(indices, want);
+    let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["slow", "fast", "slow", "fast"]);
+    let stamps: Vec<&str> = frames
+        .iter()
+        .map(|f| f["timestamp_text"].as_str().unwrap())
+        .collect();
+    assert_eq!(stamps, ["0.0", "0.6", "1.2", "1.9"]);
+    assert_eq!(json["video_grid_thw"], meta["video_grid_thw"]);
+    assert_eq!(std::fs::read_dir(frames_dir.path()).unwrap().count(), 4);
+}
+
+#[test]
+fn bad_videos_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_1_5();
+    let model = model.to_str().unwrap();
+    let real =
+        std::fs::read(case_1_5("video_mp4_scenecut").join("inputs/scenecut_320x240_8fps_16f.mp4"))
+            .unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let empty = write("empty.mp4", b"");
+    let text = write("notes.mp4", b"this is a text file, not a video");
+    let truncated = write("truncated.mp4", &real[..real.len() / 4]);
+    for (path, needle) in [
+        (&empty, "empty.mp4"),
+        (&text, "notes.mp4"),
+        (&truncated, "truncated.mp4"),
+    ] {
+        assert_fails(&["run", "-m", model, "--video", path, "hi"], &[needle]);
+    }
+    assert_fails(
+        &["run", "-m", model, "--video", "/no/such/clip.mp4", "hi"],
+        &["/no/such/clip.mp4"],
+    );
+}

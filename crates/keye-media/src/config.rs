@@ -20,12 +20,6 @@ pub enum Generation {
     V1_5,
 }
 
-/// Spatial factor keye-vl-utils uses for images (its own constant, independent of the
-/// processor config): 14-pixel patches merged 2×2.
-pub const UTILS_IMAGE_FACTOR: u64 = 28;
-/// keye-vl-utils' default lower pixel bound for images (4 tokens), both generations.
-pub const UTILS_MIN_PIXELS: u64 = 4 * 28 * 28;
-
 impl Generation {
     /// Maps a `config.json` `model_type` (`"Keye"`, `"KeyeVL1_5"`).
     pub fn from_model_type(model_type: &str) -> Option<Self> {
@@ -33,14 +27,6 @@ impl Generation {
             "Keye" => Some(Self::Preview),
             "KeyeVL1_5" => Some(Self::V1_5),
             _ => None,
-        }
-    }
-
-    /// keye-vl-utils' default upper pixel bound for images.
-    pub fn utils_max_pixels(self) -> u64 {
-        match self {
-            Self::Preview => 16_384 * 28 * 28,
-            Self::V1_5 => 20_480 * 28 * 28,
         }
     }
 

@@ -75,8 +75,51 @@ pub enum MediaError {
         reason: String,
     },
 
+    #[error("cannot encode image: {reason}")]
+    Encode { reason: String },
+
     #[error("invalid processor config: {reason}")]
     Config { reason: String },
+
+    #[error(
+        "cannot run `{program}`: {reason} (video input needs FFmpeg's `ffmpeg` and `ffprobe` \
+         programs on the PATH, e.g. `apt-get install ffmpeg`)"
+    )]
+    ToolMissing { program: String, reason: String },
+
+    #[error("`{program}` failed on {source_desc}: {reason}")]
+    ToolFailed {
+        program: String,
+        source_desc: String,
+        reason: String,
+    },
+
+    #[error("`{program}` took longer than the {seconds} s limit on {source_desc}")]
+    ToolTimeout {
+        program: String,
+        source_desc: String,
+        seconds: f64,
+    },
+
+    #[error("{source_desc}: {reason}")]
+    InvalidVideo { source_desc: String, reason: String },
+
+    #[error(
+        "{source_desc}: video frames are {width}x{height} ({} pixels), above the limit of {max_pixels} pixels",
+        u64::from(*width) * u64::from(*height)
+    )]
+    FrameTooLarge {
+        source_desc: String,
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
+
+    #[error("invalid video options: {reason}")]
+    VideoOptions { reason: String },
+
+    #[error("the video would take {tokens} visual tokens, above the limit of {limit}")]
+    TooManyVideoTokens { tokens: u64, limit: u64 },
 }
 
 pub type Result<T, E = MediaError> = std::result::Result<T, E>;

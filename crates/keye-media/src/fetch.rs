@@ -1,7 +1,7 @@
 //! Media sources (paths, `file://`, `http(s)://`, `data:` URLs) and the policy that decides
 //! which of them may be read.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -38,6 +38,14 @@ pub struct MediaPolicy {
     /// Longest time a request may take until its body is read (checked between body reads).
     pub total_timeout: Duration,
     pub max_redirects: u32,
+    /// Largest accepted video download (remote or `data:` video; local video files are read
+    /// by the decoder in place and have no size limit).
+    pub max_video_bytes: u64,
+    /// Longest a single run of `ffprobe` or `ffmpeg` may take.
+    pub video_timeout: Duration,
+    /// Largest number of visual tokens (patches / merge²) one video may turn into, a bound on
+    /// the memory its `pixel_values` take (each token is 4 patches of 588 `f32`).
+    pub max_video_tokens: u64,
 }
 
 /// Pillow's decompression-bomb error threshold (`2 × Image.MAX_IMAGE_PIXELS`): the default
@@ -57,13 +65,16 @@ impl Default for MediaPolicy {
             read_timeout: Duration::from_secs(30),
             total_timeout: Duration::from_secs(120),
             max_redirects: 5,
+            max_video_bytes: 4 << 30,
+            video_timeout: Duration::from_secs(600),
+            max_video_tokens: 1 << 18,
         }
     }
 }
 
 impl MediaPolicy {
     /// For untrusted input: no local files, public remote hosts only, 32 MiB and 50 megapixels
-    /// at most, short timeouts.
+    /// at most (256 MiB and 131,072 tokens for a video), short timeouts.
     pub fn strict() -> Self {
         Self {
             allow_local_files: false,
@@ -76,6 +87,9 @@ impl MediaPolicy {
             read_timeout: Duration::from_secs(10),
             total_timeout: Duration::from_secs(30),
             max_redirects: 3,
+            max_video_bytes: 256 << 20,
+            video_timeout: Duration::from_secs(120),
+            max_video_tokens: 1 << 17,
         }
     }
 }
@@ -226,12 +240,24 @@ fn read_local(
 /// Reads at most `limit` bytes; `Ok(None)` if the reader has more. Fails with `TimedOut` once
 /// `deadline` has passed (each read itself is bounded by the socket's read timeout).
 fn read_limited(
-    mut reader: impl Read,
+    reader: impl Read,
     limit: u64,
     size_hint: u64,
     deadline: Option<Instant>,
 ) -> std::io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::with_capacity(size_hint.min(limit) as usize);
+    Ok(copy_limited(reader, &mut bytes, limit, deadline)?.map(|_| bytes))
+}
+
+/// Copies at most `limit` bytes from `reader` to `sink`; `Ok(None)` if the reader has more,
+/// else the number of bytes copied. Fails with `TimedOut` once `deadline` has passed.
+fn copy_limited(
+    mut reader: impl Read,
+    sink: &mut impl Write,
+    limit: u64,
+    deadline: Option<Instant>,
+) -> std::io::Result<Option<u64>> {
+    let mut copied = 0u64;
     let mut chunk = [0u8; 64 * 1024];
     loop {
         if deadline.is_some_and(|d| Instant::now() > d) {
@@ -241,15 +267,16 @@ fn read_limited(
             ));
         }
         let n = match reader.read(&mut chunk) {
-            Ok(0) => return Ok(Some(bytes)),
+            Ok(0) => return Ok(Some(copied)),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if bytes.len() as u64 + n as u64 > limit {
+        if copied + n as u64 > limit {
             return Ok(None);
         }
-        bytes.extend_from_slice(&chunk[..n]);
+        sink.write_all(&chunk[..n])?;
+        copied += n as u64;
     }
 }
 
@@ -298,6 +325,19 @@ fn decode_data_url(payload: &str, policy: &MediaPolicy, source: &str) -> Result<
 }
 
 fn fetch_remote(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fetch_remote_into(url, policy, policy.max_bytes, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Downloads `url` under `policy` into `sink`, refusing bodies over `limit` bytes; returns the
+/// number of bytes written.
+pub(crate) fn fetch_remote_into(
+    url: &str,
+    policy: &MediaPolicy,
+    limit: u64,
+    sink: &mut impl Write,
+) -> Result<u64> {
     if !policy.allow_remote {
         return Err(MediaError::PolicyRefused {
             source_desc: describe_source(url),
@@ -347,33 +387,28 @@ fn fetch_remote(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>> {
     })?;
     let too_large = || MediaError::SourceTooLarge {
         source_desc: describe_source(url),
-        limit_bytes: policy.max_bytes,
+        limit_bytes: limit,
     };
     let declared_len = response
         .header("Content-Length")
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared_len.is_some_and(|len| len > policy.max_bytes) {
+    if declared_len.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
-    read_limited(
-        response.into_reader(),
-        policy.max_bytes,
-        declared_len.unwrap_or(0),
-        Some(deadline),
-    )
-    .map_err(|error| {
-        if is_timeout(&error) {
-            MediaError::Timeout {
-                url: url.to_owned(),
+    copy_limited(response.into_reader(), sink, limit, Some(deadline))
+        .map_err(|error| {
+            if is_timeout(&error) {
+                MediaError::Timeout {
+                    url: url.to_owned(),
+                }
+            } else {
+                MediaError::Http {
+                    url: url.to_owned(),
+                    reason: format!("reading the body: {error}"),
+                }
             }
-        } else {
-            MediaError::Http {
-                url: url.to_owned(),
-                reason: format!("reading the body: {error}"),
-            }
-        }
-    })?
-    .ok_or_else(too_large)
+        })?
+        .ok_or_else(too_large)
 }
 
 fn transport_error(url: &str, transport: &ureq::Transport) -> MediaError {

@@ -56,6 +56,21 @@ impl RgbImage {
         self.data
     }
 
+    /// Encodes the image as an 8-bit RGB PNG (to save sampled video frames, for instance).
+    pub fn to_png(&self) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let mut encoder = png::Encoder::new(&mut bytes, self.width, self.height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder
+            .write_header()
+            .and_then(|mut writer| writer.write_image_data(&self.data))
+            .map_err(|e| MediaError::Encode {
+                reason: format!("PNG: {e}"),
+            })?;
+        Ok(bytes)
+    }
+
     /// The pixel at column `x`, row `y`, or `None` outside the image.
     pub fn pixel(&self, x: u32, y: u32) -> Option<[u8; 3]> {
         if x >= self.width || y >= self.height {

@@ -58,6 +58,14 @@ pub fn patchify(
     lut: &NormalizeLut,
     patch_size: u32,
 ) -> Result<(Vec<f32>, usize, usize)> {
+    let (grid_h, grid_w) = patch_grid(image, patch_size)?;
+    let mut values = vec![0f32; grid_h * grid_w * 3 * (patch_size as usize).pow(2)];
+    patchify_into(image, lut, patch_size, &mut values)?;
+    Ok((values, grid_h, grid_w))
+}
+
+/// `(gh, gw)`: the patch grid of `image`, which must be a whole number of patches.
+pub(crate) fn patch_grid(image: &RgbImage, patch_size: u32) -> Result<(usize, usize)> {
     let (width, height) = (image.width(), image.height());
     if patch_size == 0 || width % patch_size != 0 || height % patch_size != 0 {
         return Err(MediaError::InvalidSize {
@@ -66,12 +74,35 @@ pub fn patchify(
             reason: format!("not a multiple of the {patch_size}-pixel patch size"),
         });
     }
+    Ok((
+        (height / patch_size) as usize,
+        (width / patch_size) as usize,
+    ))
+}
+
+/// [`patchify`] into `out`, which must hold exactly the image's patches.
+pub(crate) fn patchify_into(
+    image: &RgbImage,
+    lut: &NormalizeLut,
+    patch_size: u32,
+    out: &mut [f32],
+) -> Result<()> {
+    let (grid_h, grid_w) = patch_grid(image, patch_size)?;
     let patch = patch_size as usize;
-    let (grid_h, grid_w) = (height as usize / patch, width as usize / patch);
     let patch_len = 3 * patch * patch;
     let band_len = grid_w * patch_len;
-    let row_bytes = width as usize * 3;
-    let mut values = vec![0f32; grid_h * band_len];
+    if out.len() != grid_h * band_len {
+        return Err(MediaError::InvalidSize {
+            width: image.width().into(),
+            height: image.height().into(),
+            reason: format!(
+                "the output holds {} values, the image has {}",
+                out.len(),
+                grid_h * band_len
+            ),
+        });
+    }
+    let row_bytes = image.width() as usize * 3;
     let src = image.as_raw();
     // One band = one row of patches = `patch` image rows; bands are independent.
     let fill_band = |(band, out): (usize, &mut [f32])| {
@@ -88,16 +119,14 @@ pub fn patchify(
             }
         }
     };
-    if values.len() >= 1 << 16 {
-        values
-            .par_chunks_exact_mut(band_len)
+    if out.len() >= 1 << 16 {
+        out.par_chunks_exact_mut(band_len)
             .enumerate()
             .for_each(fill_band);
     } else {
-        values
-            .chunks_exact_mut(band_len)
+        out.chunks_exact_mut(band_len)
             .enumerate()
             .for_each(fill_band);
     }
-    Ok((values, grid_h, grid_w))
+    Ok(())
 }

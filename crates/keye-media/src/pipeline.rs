@@ -4,12 +4,13 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use crate::config::{Generation, ProcessorConfig, UTILS_IMAGE_FACTOR, UTILS_MIN_PIXELS};
+use crate::config::{Generation, ProcessorConfig};
 use crate::decode::decode_labelled;
 use crate::error::{MediaError, Result};
 use crate::fetch::{MediaPolicy, describe_source, fetch_bytes};
 use crate::grid::GridThw;
 use crate::image::RgbImage;
+use crate::limits::UtilsLimits;
 use crate::normalize::{NormalizeLut, patchify};
 use crate::options::ImageOptions;
 use crate::resample::{ResampleFilter, resize};
@@ -70,7 +71,28 @@ pub fn plan_image(
     cfg: &ProcessorConfig,
     generation: Generation,
 ) -> Result<ImagePlan> {
-    let utils_size = check_target_area(utils_target(width, height, opts, generation)?)?;
+    plan_image_with_limits(
+        width,
+        height,
+        opts,
+        cfg,
+        generation,
+        &UtilsLimits::defaults(generation),
+    )
+}
+
+/// [`plan_image`] with keye-vl-utils constants other than the released ones (see
+/// [`UtilsLimits::from_env`]).
+pub fn plan_image_with_limits(
+    width: u32,
+    height: u32,
+    opts: &ImageOptions,
+    cfg: &ProcessorConfig,
+    generation: Generation,
+    limits: &UtilsLimits,
+) -> Result<ImagePlan> {
+    let bounds = limits.image_bounds();
+    let utils_size = utils_target(width, height, opts, bounds, bounds, generation)?;
     let resized_size = check_target_area(processor_target(utils_size, cfg, generation)?)?;
     let patch = cfg.patch_size;
     if resized_size.width % patch != 0 || resized_size.height % patch != 0 {
@@ -102,7 +124,25 @@ pub fn preprocess_image(
     cfg: &ProcessorConfig,
     generation: Generation,
 ) -> Result<ProcessedImage> {
-    let plan = plan_image(image.width(), image.height(), opts, cfg, generation)?;
+    preprocess_image_with_limits(
+        image,
+        opts,
+        cfg,
+        generation,
+        &UtilsLimits::defaults(generation),
+    )
+}
+
+/// [`preprocess_image`] with keye-vl-utils constants other than the released ones.
+pub fn preprocess_image_with_limits(
+    image: &RgbImage,
+    opts: &ImageOptions,
+    cfg: &ProcessorConfig,
+    generation: Generation,
+    limits: &UtilsLimits,
+) -> Result<ProcessedImage> {
+    let plan =
+        plan_image_with_limits(image.width(), image.height(), opts, cfg, generation, limits)?;
     // keye-vl-utils calls PIL's `resize` with its default filter, bicubic.
     let stage_a = resize_if_needed(
         Cow::Borrowed(image),
@@ -114,7 +154,7 @@ pub fn preprocess_image(
     Ok(ProcessedImage { pixel_values, plan })
 }
 
-fn resize_if_needed<'a>(
+pub(crate) fn resize_if_needed<'a>(
     image: Cow<'a, RgbImage>,
     size: ImageSize,
     filter: ResampleFilter,
@@ -126,21 +166,18 @@ fn resize_if_needed<'a>(
 }
 
 /// keye-vl-utils' `fetch_image` size: explicit `resized_height`/`resized_width` (both needed)
-/// go through `smart_resize` with the default bounds, otherwise the decoded size with the
-/// element's bounds.
-fn utils_target(
+/// go through `smart_resize` with `explicit_bounds` (always the image defaults), otherwise the
+/// decoded size with the element's bounds, `default_bounds` filling the unset ones.
+pub(crate) fn utils_target(
     width: u32,
     height: u32,
     opts: &ImageOptions,
+    default_bounds: ResizeBounds,
+    explicit_bounds: ResizeBounds,
     generation: Generation,
 ) -> Result<ImageSize> {
-    let default_bounds = ResizeBounds {
-        factor: UTILS_IMAGE_FACTOR,
-        min_pixels: UTILS_MIN_PIXELS,
-        max_pixels: generation.utils_max_pixels(),
-    };
     let (height, width, bounds) = match (opts.resized_height, opts.resized_width) {
-        (Some(h), Some(w)) => (u64::from(h), u64::from(w), default_bounds),
+        (Some(h), Some(w)) => (u64::from(h), u64::from(w), explicit_bounds),
         _ => (
             u64::from(height),
             u64::from(width),
@@ -152,11 +189,11 @@ fn utils_target(
         ),
     };
     let (h, w) = smart_resize(height, width, bounds, generation.utils_rule())?;
-    to_size(w, h)
+    check_target_area(to_size(w, h)?)
 }
 
 /// The processor's `smart_resize` with its own bounds, applied to the stage-A output.
-fn processor_target(
+pub(crate) fn processor_target(
     size: ImageSize,
     cfg: &ProcessorConfig,
     generation: Generation,
@@ -183,7 +220,7 @@ fn processor_target(
 /// the memory a request can make us allocate.
 pub const MAX_TARGET_PIXELS: u64 = crate::fetch::PILLOW_MAX_IMAGE_PIXELS;
 
-fn check_target_area(size: ImageSize) -> Result<ImageSize> {
+pub(crate) fn check_target_area(size: ImageSize) -> Result<ImageSize> {
     let pixels = u64::from(size.width) * u64::from(size.height);
     if pixels > MAX_TARGET_PIXELS {
         return Err(MediaError::InvalidSize {
@@ -197,7 +234,7 @@ fn check_target_area(size: ImageSize) -> Result<ImageSize> {
     Ok(size)
 }
 
-fn to_size(width: u64, height: u64) -> Result<ImageSize> {
+pub(crate) fn to_size(width: u64, height: u64) -> Result<ImageSize> {
     match (u32::try_from(width), u32::try_from(height)) {
         (Ok(width), Ok(height)) => Ok(ImageSize { width, height }),
         _ => Err(MediaError::InvalidSize {

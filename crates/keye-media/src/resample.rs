@@ -114,6 +114,9 @@ fn sinc(x: f64) -> f64 {
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 const ROUNDING_OFFSET: i32 = 1 << (PRECISION_BITS - 1);
 
+/// Largest fraction precision torch's uint8 kernels use for their `int16` weights.
+const TORCH_MAX_PRECISION_BITS: u32 = 22;
+
 /// Above this many output bytes a pass is split over rayon's pool; below it the scheduling costs
 /// more than it saves.
 const PARALLEL_MIN_BYTES: usize = 64 * 1024;
@@ -134,26 +137,7 @@ pub fn resize(
         (out_width != in_width).then(|| Coefficients::new(in_width, out_width, filter));
     let vertical =
         (out_height != in_height).then(|| Coefficients::new(in_height, out_height, filter));
-
-    match (horizontal, vertical) {
-        (None, None) => Ok(image.clone()),
-        (Some(h), None) => {
-            let data = horizontal_pass(image.as_raw(), in_width, 0..in_height, &h);
-            RgbImage::new(width, height, data)
-        }
-        (None, Some(v)) => {
-            let data = vertical_pass(image.as_raw(), in_width, 0, &v);
-            RgbImage::new(width, height, data)
-        }
-        (Some(h), Some(v)) => {
-            // Only the input rows that some output row reads need the horizontal pass.
-            let first_row = v.start[0];
-            let last_row = v.start[out_height - 1] + v.len[out_height - 1];
-            let rows = horizontal_pass(image.as_raw(), in_width, first_row..last_row, &h);
-            let data = vertical_pass(&rows, out_width, first_row, &v);
-            RgbImage::new(width, height, data)
-        }
-    }
+    resize_separable(image, horizontal.as_ref(), vertical.as_ref())
 }
 
 /// Straightforward per-pixel twin of [`resize`]: recomputes every window and weight where it
@@ -180,7 +164,8 @@ pub fn resize_reference(
                     for (k, &w) in weights.iter().enumerate() {
                         acc += i32::from(src[(y * in_width + first + k) * 3 + c]) * w;
                     }
-                    after_horizontal[(y * out_width + x) * 3 + c] = clamp_to_u8(acc);
+                    after_horizontal[(y * out_width + x) * 3 + c] =
+                        clamp_to_u8(acc, PRECISION_BITS);
                 }
             }
         }
@@ -198,7 +183,7 @@ pub fn resize_reference(
                         acc +=
                             i32::from(after_horizontal[((first + k) * out_width + x) * 3 + c]) * w;
                     }
-                    out[(y * out_width + x) * 3 + c] = clamp_to_u8(acc);
+                    out[(y * out_width + x) * 3 + c] = clamp_to_u8(acc, PRECISION_BITS);
                 }
             }
         }
@@ -235,8 +220,9 @@ fn window(
     // C's `(int)` conversion truncates toward zero; negative starts are clamped to 0 anyway.
     let first = ((center - support + 0.5) as i64).max(0) as usize;
     let end = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+    let inv_scale = 1.0 / filter_scale;
     let raw: Vec<f64> = (first..end)
-        .map(|x| filter.weight((x as f64 - center + 0.5) / filter_scale))
+        .map(|x| filter.weight((x as f64 - center + 0.5) * inv_scale))
         .collect();
     let total: f64 = raw.iter().sum();
     let weights = raw
@@ -256,51 +242,42 @@ fn quantise(weight: f64) -> i32 {
     }
 }
 
-/// Pillow's `clip8`: drop the fraction bits and saturate to `u8`.
-fn clamp_to_u8(acc: i32) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+/// Pillow's `clip8` (and torch's shift-and-saturate): drop the `precision` fraction bits and
+/// saturate to `u8`.
+fn clamp_to_u8(acc: i32, precision: u32) -> u8 {
+    (acc >> precision).clamp(0, 255) as u8
 }
 
 /// All windows of one axis, weights padded to a common stride so the hot loops index a flat
-/// table.
-struct Coefficients {
+/// table, quantised to `precision` fraction bits.
+pub(crate) struct Coefficients {
     start: Vec<usize>,
     len: Vec<usize>,
     stride: usize,
     weights: Vec<i32>,
+    precision: u32,
 }
 
 impl Coefficients {
+    /// Pillow's tables: 22 fraction bits whatever the weights.
     fn new(in_size: usize, out_size: usize, filter: ResampleFilter) -> Self {
-        let scale = in_size as f64 / out_size as f64;
-        let support = filter.support() * scale.max(1.0);
-        let stride = support.ceil() as usize * 2 + 1;
-        let mut start = Vec::with_capacity(out_size);
-        let mut len = Vec::with_capacity(out_size);
-        let mut weights = vec![0; out_size * stride];
-        let mut raw = Vec::with_capacity(stride);
-        let filter_scale = scale.max(1.0);
-        for (index, row) in weights.chunks_exact_mut(stride).enumerate() {
-            let center = (index as f64 + 0.5) * scale;
-            let first = ((center - support + 0.5) as i64).max(0) as usize;
-            let end = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-            raw.clear();
-            raw.extend(
-                (first..end).map(|x| filter.weight((x as f64 - center + 0.5) / filter_scale)),
-            );
-            let total: f64 = raw.iter().sum();
-            for (slot, &w) in row.iter_mut().zip(&raw) {
-                *slot = quantise(if total != 0.0 { w / total } else { w });
-            }
-            start.push(first);
-            len.push(end - first);
+        let normalised = NormalisedWindows::new(in_size, out_size, filter);
+        normalised.quantise(PRECISION_BITS)
+    }
+
+    /// torch's uint8 antialiased tables (`_compute_index_ranges_int16_weights`): the same
+    /// normalised windows, stored as `int16` with the most fraction bits (at most 22) for which
+    /// the axis's largest weight, doubled, still fits in 15 bits.
+    pub(crate) fn torch_int16(in_size: usize, out_size: usize, filter: ResampleFilter) -> Self {
+        let normalised = NormalisedWindows::new(in_size, out_size, filter);
+        let largest = normalised.weights.iter().copied().fold(0.0, f64::max);
+        let mut precision = 0;
+        while precision < TORCH_MAX_PRECISION_BITS
+            && ((0.5 + largest * f64::from(1u32 << (precision + 1))) as i64) < (1 << 15)
+        {
+            precision += 1;
         }
-        Self {
-            start,
-            len,
-            stride,
-            weights,
-        }
+        normalised.quantise(precision)
     }
 
     fn taps(&self, index: usize) -> (usize, &[i32]) {
@@ -314,6 +291,106 @@ impl Coefficients {
     fn out_size(&self) -> usize {
         self.start.len()
     }
+
+    fn rounding_offset(&self) -> i32 {
+        if self.precision == 0 {
+            0
+        } else {
+            1 << (self.precision - 1)
+        }
+    }
+}
+
+/// Windows and normalised double weights of one axis, shared by Pillow's and torch's tables.
+struct NormalisedWindows {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    stride: usize,
+    weights: Vec<f64>,
+}
+
+impl NormalisedWindows {
+    fn new(in_size: usize, out_size: usize, filter: ResampleFilter) -> Self {
+        let scale = in_size as f64 / out_size as f64;
+        let filter_scale = scale.max(1.0);
+        let inv_scale = 1.0 / filter_scale;
+        let support = filter.support() * filter_scale;
+        let stride = support.ceil() as usize * 2 + 1;
+        let mut start = Vec::with_capacity(out_size);
+        let mut len = Vec::with_capacity(out_size);
+        let mut weights = vec![0.0; out_size * stride];
+        for (index, row) in weights.chunks_exact_mut(stride).enumerate() {
+            let center = (index as f64 + 0.5) * scale;
+            let first = ((center - support + 0.5) as i64).max(0) as usize;
+            let end = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            // Rounding can make a window one sample wider than the table; torch clips it.
+            let count = (end - first).min(stride);
+            let mut total = 0.0;
+            for (k, slot) in row[..count].iter_mut().enumerate() {
+                *slot = filter.weight(((first + k) as f64 - center + 0.5) * inv_scale);
+                total += *slot;
+            }
+            if total != 0.0 {
+                row[..count].iter_mut().for_each(|w| *w /= total);
+            }
+            start.push(first);
+            len.push(count);
+        }
+        Self {
+            start,
+            len,
+            stride,
+            weights,
+        }
+    }
+
+    /// Converts to fixed point, rounding half away from zero like both C implementations.
+    fn quantise(self, precision: u32) -> Coefficients {
+        let scale = f64::from(1u32 << precision);
+        let weights = self
+            .weights
+            .iter()
+            .map(|&w| {
+                let scaled = w * scale;
+                if w < 0.0 {
+                    (scaled - 0.5) as i32
+                } else {
+                    (scaled + 0.5) as i32
+                }
+            })
+            .collect();
+        Coefficients {
+            start: self.start,
+            len: self.len,
+            stride: self.stride,
+            weights,
+            precision,
+        }
+    }
+}
+
+/// Runs the separable passes of `horizontal` (if any) then `vertical` (if any) on `image`.
+pub(crate) fn resize_separable(
+    image: &RgbImage,
+    horizontal: Option<&Coefficients>,
+    vertical: Option<&Coefficients>,
+) -> Result<RgbImage> {
+    let (in_width, in_height) = (image.width() as usize, image.height() as usize);
+    let out_width = horizontal.map_or(in_width, Coefficients::out_size);
+    let out_height = vertical.map_or(in_height, Coefficients::out_size);
+    let data = match (horizontal, vertical) {
+        (None, None) => return Ok(image.clone()),
+        (Some(h), None) => horizontal_pass(image.as_raw(), in_width, 0..in_height, h),
+        (None, Some(v)) => vertical_pass(image.as_raw(), in_width, 0, v),
+        (Some(h), Some(v)) => {
+            // Only the input rows that some output row reads need the horizontal pass.
+            let first_row = v.start[0];
+            let last_row = v.start[out_height - 1] + v.len[out_height - 1];
+            let rows = horizontal_pass(image.as_raw(), in_width, first_row..last_row, h);
+            vertical_pass(&rows, out_width, first_row, v)
+        }
+    };
+    RgbImage::new(out_width as u32, out_height as u32, data)
 }
 
 /// Resamples each row in `rows` of an RGB image `in_width` pixels wide to `coeffs.out_size()`
@@ -328,20 +405,21 @@ fn horizontal_pass(
     let mut out = vec![0u8; rows.len() * out_width * 3];
     let in_stride = in_width * 3;
     let first_row = rows.start;
+    let (offset, precision) = (coeffs.rounding_offset(), coeffs.precision);
     let resample_row = |(row, out_row): (usize, &mut [u8])| {
         let src_row = &src[(first_row + row) * in_stride..][..in_stride];
         for (x, out_px) in out_row.chunks_exact_mut(3).enumerate() {
             let (first, weights) = coeffs.taps(x);
             let window = &src_row[first * 3..(first + weights.len()) * 3];
-            let (mut r, mut g, mut b) = (ROUNDING_OFFSET, ROUNDING_OFFSET, ROUNDING_OFFSET);
+            let (mut r, mut g, mut b) = (offset, offset, offset);
             for (px, &w) in window.chunks_exact(3).zip(weights) {
                 r += i32::from(px[0]) * w;
                 g += i32::from(px[1]) * w;
                 b += i32::from(px[2]) * w;
             }
-            out_px[0] = clamp_to_u8(r);
-            out_px[1] = clamp_to_u8(g);
-            out_px[2] = clamp_to_u8(b);
+            out_px[0] = clamp_to_u8(r, precision);
+            out_px[1] = clamp_to_u8(g, precision);
+            out_px[2] = clamp_to_u8(b, precision);
         }
     };
     let out_stride = out_width * 3;
@@ -362,12 +440,13 @@ fn horizontal_pass(
 fn vertical_pass(src: &[u8], width: usize, first_row: usize, coeffs: &Coefficients) -> Vec<u8> {
     let stride = width * 3;
     let mut out = vec![0u8; coeffs.out_size() * stride];
+    let (offset, precision) = (coeffs.rounding_offset(), coeffs.precision);
     // Accumulating whole input rows keeps memory access sequential; the accumulator row is
     // reused across the output rows a worker handles.
     let resample_row = |acc: &mut Vec<i32>, (y, out_row): (usize, &mut [u8])| {
         let (first, weights) = coeffs.taps(y);
         acc.clear();
-        acc.resize(stride, ROUNDING_OFFSET);
+        acc.resize(stride, offset);
         for (k, &w) in weights.iter().enumerate() {
             let src_row = &src[(first + k - first_row) * stride..][..stride];
             for (a, &v) in acc.iter_mut().zip(src_row) {
@@ -375,7 +454,7 @@ fn vertical_pass(src: &[u8], width: usize, first_row: usize, coeffs: &Coefficien
             }
         }
         for (o, &a) in out_row.iter_mut().zip(acc.iter()) {
-            *o = clamp_to_u8(a);
+            *o = clamp_to_u8(a, precision);
         }
     };
     if out.len() >= PARALLEL_MIN_BYTES {

@@ -45,11 +45,29 @@ pub fn smart_resize(
     bounds: ResizeBounds,
     rule: SmartResizeRule,
 ) -> Result<(u64, u64)> {
-    let ResizeBounds {
-        factor,
-        min_pixels,
-        max_pixels,
-    } = bounds;
+    // Pixel bounds are far below 2^53, so the conversion is exact.
+    smart_resize_with(
+        height,
+        width,
+        bounds.factor,
+        bounds.min_pixels as f64,
+        bounds.max_pixels as f64,
+        rule,
+    )
+}
+
+/// [`smart_resize`] with pixel bounds that may be fractional, as some call sites of the
+/// reference compute them (`total_pixels / nframes * 2`, `tokens * 28 * 28` from a float).
+/// Python compares the integer area with the float bound exactly, which `f64` does too for
+/// areas below 2^53.
+pub(crate) fn smart_resize_with(
+    height: u64,
+    width: u64,
+    factor: u64,
+    min_pixels: f64,
+    max_pixels: f64,
+    rule: SmartResizeRule,
+) -> Result<(u64, u64)> {
     if factor == 0 {
         return Err(MediaError::InvalidSize {
             width,
@@ -92,8 +110,8 @@ pub fn smart_resize(
     };
     let (mut h_bar, mut w_bar) = (round_side(height), round_side(width));
     let area = height * width;
-    if h_bar * w_bar > max_pixels {
-        let beta = ratio(area, max_pixels).sqrt();
+    if (h_bar * w_bar) as f64 > max_pixels {
+        let beta = (area as f64 / max_pixels).sqrt();
         let floor_side = |side: u64| ((side as f64 / beta) / f).floor() as u64 * factor;
         (h_bar, w_bar) = (floor_side(height), floor_side(width));
         if matches!(
@@ -102,8 +120,8 @@ pub fn smart_resize(
         ) {
             (h_bar, w_bar) = (h_bar.max(factor), w_bar.max(factor));
         }
-    } else if h_bar * w_bar < min_pixels {
-        let beta = ratio(min_pixels, area).sqrt();
+    } else if ((h_bar * w_bar) as f64) < min_pixels {
+        let beta = (min_pixels / area as f64).sqrt();
         let ceil_side = |side: u64| ((side as f64 * beta) / f).ceil() as u64 * factor;
         (h_bar, w_bar) = (ceil_side(height), ceil_side(width));
     }

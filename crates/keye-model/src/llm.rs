@@ -170,6 +170,11 @@ impl TextModel {
         self.embed_tokens.gather_rows(ids, &self.device)
     }
 
+    /// f32 keys and values of every layer for one token.
+    pub fn cache_bytes_per_token(&self) -> usize {
+        2 * self.layers.len() * self.kv_heads * self.head_dim * std::mem::size_of::<f32>()
+    }
+
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         KvCache::new(
             self.layers.len(),

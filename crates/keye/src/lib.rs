@@ -20,6 +20,7 @@
 
 mod error;
 mod hub;
+mod progress;
 mod prompt;
 mod request;
 mod sequence;
@@ -29,12 +30,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use keye_chat::{ChatTemplate, PromptAssembler, StopMatcher, StreamDecoder, Tokenizer};
-use keye_media::ProcessorConfig;
+use keye_media::{ProcessorConfig, UtilsLimits};
 use keye_model::{GenerationConfig, KeyeModel, Sampler, SamplingParams, SequenceChunk};
 
 pub use error::{Error, Result};
 pub use hub::{HubOptions, looks_like_hub_id, resolve_model};
-pub use prompt::{Prompt, VisualInput};
+pub use progress::{Progress, Stage};
+pub use prompt::{Prompt, VideoSummary, VisualInput};
 pub use request::{GenerationOptions, Request};
 pub use sequence::{Completion, FinishReason, Sequence, Timings, TokenEvent, Usage};
 pub use trace::{Trace, TraceTensor};
@@ -78,6 +80,8 @@ pub struct Keye {
     template: ChatTemplate,
     assembler: PromptAssembler,
     processor: ProcessorConfig,
+    /// keye-vl-utils' pixel and frame limits, with the environment overrides it honours.
+    media_limits: UtilsLimits,
     generation: GenerationConfig,
     end_ids: Vec<u32>,
     max_context: usize,
@@ -124,6 +128,7 @@ impl Keye {
         } else {
             ProcessorConfig::defaults(generation_rules)
         };
+        let media_limits = UtilsLimits::from_env(generation_rules)?;
         let generation_path = dir.join("generation_config.json");
         let generation = if generation_path.is_file() {
             GenerationConfig::from_file(&generation_path)?
@@ -149,6 +154,7 @@ impl Keye {
             template,
             assembler,
             processor,
+            media_limits,
             generation,
             end_ids,
             max_context,
@@ -207,22 +213,33 @@ impl Keye {
 
         let mut trace = request.trace.then(Trace::default);
         let vision_started = Instant::now();
-        let images = prompt
-            .images
-            .as_ref()
-            .map(|v| self.encode(v, "image", trace.as_mut()))
-            .transpose()?;
-        let videos = prompt
-            .videos
-            .as_ref()
-            .map(|v| self.encode(v, "video", trace.as_mut()))
-            .transpose()?;
+        let total_patches = prompt::vision_patches(&prompt);
+        let mut encoded_patches = 0;
+        let mut encode =
+            |input: &Option<VisualInput>, kind: Modality, trace: Option<&mut Trace>| {
+                input
+                    .as_ref()
+                    .map(|v| {
+                        self.encode(
+                            v,
+                            kind,
+                            trace,
+                            request.progress.as_ref(),
+                            &mut encoded_patches,
+                            total_patches,
+                        )
+                    })
+                    .transpose()
+            };
+        let images = encode(&prompt.images, Modality::Image, trace.as_mut())?;
+        let videos = encode(&prompt.videos, Modality::Video, trace.as_mut())?;
         let vision = vision_started.elapsed();
 
         let prefill_started = Instant::now();
         let embeds =
             self.model
                 .embed_prompt(&prompt.input_ids, images.as_ref(), videos.as_ref())?;
+        ensure_memory_for_cache(self.model.text().cache_bytes_per_token(), capacity)?;
         let mut cache = self.model.new_cache(capacity)?;
         let mut logits = None;
         let mut start = 0;
@@ -255,6 +272,7 @@ impl Keye {
             trace.ints("rope_deltas", &[1], [prompt.positions.rope_delta]);
             trace.tensor("inputs_embeds", &embeds)?;
             trace.floats("logits_last", &[logits.len()], &logits);
+            trace_videos(trace, &prompt.video_summaries);
         }
 
         let mut sequence = Sequence {
@@ -368,24 +386,46 @@ impl Keye {
         }
     }
 
+    /// Vision tower and projector over one modality's items, a batch of blocks per call.
     fn encode(
         &self,
         input: &VisualInput,
-        kind: &str,
+        kind: Modality,
         trace: Option<&mut Trace>,
+        progress: Option<&Progress>,
+        done: &mut usize,
+        total: usize,
     ) -> Result<candle_core::Tensor> {
         let patch = self.model.config().vision_config.patch_size;
-        let rows = input.pixel_values.len() / (3 * patch * patch);
-        let pixels = candle_core::Tensor::from_slice(
-            &input.pixel_values,
-            (rows, 3, patch, patch),
-            self.model.device(),
-        )?;
-        let encoded = self.model.encode_visual(&pixels, &input.grids)?;
+        let values_per_patch = 3 * patch * patch;
+        let rows = input.pixel_values.len() / values_per_patch;
+        let (mut vision, mut projected) = (Vec::new(), Vec::new());
+        let (mut first_grid, mut first_row) = (0, 0);
+        prompt::report_encoding(progress, *done, total);
+        for &blocks in &input.batches {
+            let grids = &input.grids[first_grid..first_grid + blocks];
+            let patches: usize = grids.iter().map(keye_media::GridThw::patches).sum();
+            let pixels = candle_core::Tensor::from_slice(
+                &input.pixel_values
+                    [first_row * values_per_patch..(first_row + patches) * values_per_patch],
+                (patches, 3, patch, patch),
+                self.model.device(),
+            )?;
+            let encoded = self.model.encode_visual(&pixels, grids)?;
+            if trace.is_some() {
+                vision.push(encoded.vision);
+            }
+            projected.push(encoded.projected);
+            first_grid += blocks;
+            first_row += patches;
+            *done += patches;
+            prompt::report_encoding(progress, *done, total);
+        }
+        let projected = candle_core::Tensor::cat(&projected, 0)?;
         if let Some(trace) = trace {
-            let (pixels_name, grid_name) = match kind {
-                "image" => ("pixel_values", "image_grid_thw"),
-                _ => ("pixel_values_videos", "video_grid_thw"),
+            let (pixels_name, grid_name, prefix) = match kind {
+                Modality::Image => ("pixel_values", "image_grid_thw", "image"),
+                Modality::Video => ("pixel_values_videos", "video_grid_thw", "video"),
             };
             trace.floats(pixels_name, &[rows, 3, patch, patch], &input.pixel_values);
             trace.ints(
@@ -396,11 +436,81 @@ impl Keye {
                     .iter()
                     .flat_map(|g| [g.t as i64, g.h as i64, g.w as i64]),
             );
-            trace.tensor(&format!("{kind}_vision_embeds"), &encoded.vision)?;
-            trace.tensor(&format!("{kind}_projector_embeds"), &encoded.projected)?;
+            trace.tensor(
+                &format!("{prefix}_vision_embeds"),
+                &candle_core::Tensor::cat(&vision, 0)?,
+            )?;
+            trace.tensor(&format!("{prefix}_projector_embeds"), &projected)?;
         }
-        Ok(encoded.projected)
+        Ok(projected)
     }
+}
+
+#[derive(Clone, Copy)]
+enum Modality {
+    Image,
+    Video,
+}
+
+/// The processor's per-video outputs, under the fixtures' names.
+fn trace_videos(trace: &mut Trace, videos: &[VideoSummary]) {
+    if videos.is_empty() {
+        return;
+    }
+    if videos.iter().all(|v| v.second_per_grid.is_some()) {
+        let seconds: Vec<f32> = videos.iter().filter_map(|v| v.second_per_grid).collect();
+        trace.floats("second_per_grid_ts", &[seconds.len()], &seconds);
+    } else {
+        trace.ints(
+            "num_frames",
+            &[videos.len()],
+            videos.iter().map(|v| v.frame_indices.len() as i64),
+        );
+    }
+    for (i, video) in videos.iter().enumerate() {
+        let frames = video.frame_indices.len();
+        trace.ints(
+            &format!("video{i}_frame_indices"),
+            &[frames],
+            video.frame_indices.iter().map(|&f| f as i64),
+        );
+        if let Some(types) = &video.frame_types {
+            trace.ints32(&format!("video{i}_frame_types"), &[frames], types);
+        }
+        if let Some(timestamps) = &video.timestamps {
+            trace.floats(&format!("video{i}_timestamps"), &[frames], timestamps);
+        }
+    }
+}
+
+/// Refuses a KV cache that cannot fit in the memory the system has available, with the numbers,
+/// instead of letting the allocation fail or the machine swap.
+fn ensure_memory_for_cache(bytes_per_token: usize, tokens: usize) -> Result<()> {
+    let needed = bytes_per_token as u64 * tokens as u64;
+    if let Some(available) = available_memory_bytes()
+        && needed > available
+    {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(Error::InvalidRequest(format!(
+            "the KV cache for {tokens} tokens needs {:.1} GiB but only {:.1} GiB of memory is available; \
+             lower --max-context or max_new_tokens, or shorten the prompt",
+            gib(needed),
+            gib(available)
+        )));
+    }
+    Ok(())
+}
+
+fn available_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Which keye-vl-utils and processor rules apply to a model's media.

@@ -1,6 +1,8 @@
 use keye_chat::{Message, ThinkingMode};
 use keye_media::MediaPolicy;
 
+use crate::progress::Progress;
+
 /// One chat request: the conversation, how to generate, and where media may come from.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -10,6 +12,8 @@ pub struct Request {
     pub media_policy: MediaPolicy,
     /// Keep the intermediate tensors of the request (see [`crate::Trace`]).
     pub trace: bool,
+    /// Called while videos decode and the vision tower runs.
+    pub progress: Option<Progress>,
 }
 
 impl Request {
@@ -20,6 +24,7 @@ impl Request {
             generation: GenerationOptions::default(),
             media_policy: MediaPolicy::default(),
             trace: false,
+            progress: None,
         }
     }
 }

@@ -57,6 +57,11 @@ impl Trace {
         self.push(name, Dtype::I64, shape, data);
     }
 
+    pub(crate) fn ints32(&mut self, name: &str, shape: &[usize], values: &[i32]) {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push(name, Dtype::I32, shape, data);
+    }
+
     pub(crate) fn floats(&mut self, name: &str, shape: &[usize], values: &[f32]) {
         let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.push(name, Dtype::F32, shape, data);

@@ -66,21 +66,14 @@ fn greedy_request(case_dir: &Path) -> Request {
     request
 }
 
-fn has_video(case_dir: &Path) -> bool {
-    std::fs::read_to_string(case_dir.join("messages.json"))
-        .unwrap()
-        .contains("\"video\"")
-}
-
 fn check_model(model: &str) {
     let keye = Keye::from_dir(&fixtures().join("models").join(model)).unwrap();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures().join("cases").join(model))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| !has_video(p))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 5, "{model}: fixture cases missing");
+    assert!(cases.len() >= 6, "{model}: fixture cases missing");
     for case_dir in cases {
         let case = format!(
             "{model}/{}",

@@ -246,7 +246,7 @@ fn strict_policy_refuses_private_urls_before_connecting() {
 
 /// Serves one canned response per connection on 127.0.0.1, for `responses.len()` connections.
 /// `hold` keeps each connection open (silently) that long before answering.
-fn serve(responses: Vec<Vec<u8>>, hold: Duration) -> (SocketAddr, JoinHandle<()>) {
+pub(crate) fn serve(responses: Vec<Vec<u8>>, hold: Duration) -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let handle = std::thread::spawn(move || {
@@ -270,7 +270,7 @@ fn serve(responses: Vec<Vec<u8>>, hold: Duration) -> (SocketAddr, JoinHandle<()>
     (address, handle)
 }
 
-fn http_response(status: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn http_response(status: &str, body: &[u8]) -> Vec<u8> {
     let mut response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -8,3 +8,6 @@ mod normalize;
 mod resample;
 mod smart_resize;
 mod synth_pipeline;
+mod video;
+mod video_clips;
+mod video_fixtures;
