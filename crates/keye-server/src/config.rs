@@ -176,9 +176,12 @@ pub struct ServeArgs {
     /// Let media URLs reach loopback, private, link-local and other non-public addresses.
     #[arg(long)]
     pub allow_private_media_urls: bool,
-    /// Largest media file, download or inline data in bytes.
+    /// Largest image file, download or inline data in bytes.
     #[arg(long, default_value_t = 32 << 20)]
     pub max_media_bytes: u64,
+    /// Largest video download or inline video in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub max_video_bytes: u64,
     /// Seconds a media download may take in total.
     #[arg(long, default_value_t = 30)]
     pub media_timeout: u64,
@@ -247,6 +250,7 @@ impl ServeArgs {
         policy.allow_remote = !self.disable_remote_media;
         policy.allow_private_network = self.allow_private_media_urls;
         policy.max_bytes = self.max_media_bytes;
+        policy.max_video_bytes = self.max_video_bytes;
         policy.total_timeout = Duration::from_secs(self.media_timeout);
         policy.read_timeout = policy.read_timeout.min(policy.total_timeout);
         policy.connect_timeout = policy.connect_timeout.min(policy.total_timeout);

@@ -1,10 +1,13 @@
 //! Continuous batching: one thread owns every running sequence and advances them all with one
-//! batched decode step at a time; queued requests join the batch between steps, finished,
-//! abandoned and timed-out ones leave it.
+//! batched decode step at a time; finished, abandoned and timed-out sequences leave the batch
+//! between steps. Admitted requests are prefilled on a second thread, so a long prompt (or a
+//! video being decoded) does not stall the streams already running; each joins the batch
+//! between two steps once its first token is out.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -79,7 +82,26 @@ enum Mode {
 
 struct Queue {
     jobs: VecDeque<Job>,
+    /// Sequences (or failures) back from the prefill thread, waiting to join the batch.
+    prefilled: Vec<Prefilled>,
     mode: Mode,
+}
+
+/// What the prefill thread hands back for one job. It has already told the client that the
+/// answer started (or why it failed); `sequence` is `None` when there is nothing to run.
+struct Prefilled {
+    sequence: Option<Sequence>,
+    answer: Answer,
+    /// When the first token was sampled.
+    first_token: Instant,
+}
+
+/// A request's channel and bookkeeping while its sequence exists.
+struct Answer {
+    updates: UnboundedSender<Update>,
+    kv_tokens: usize,
+    arrived: Instant,
+    deadline: Instant,
 }
 
 struct Shared {
@@ -104,19 +126,31 @@ impl Engine {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
+                prefilled: Vec::new(),
                 mode: Mode::Serving,
             }),
             wake: Condvar::new(),
             alive: AtomicBool::new(true),
             crashed: AtomicBool::new(false),
         });
+        let (prefill_jobs, prefill_queue) = std::sync::mpsc::channel();
+        let prefill_thread = {
+            let (keye, metrics, shared) =
+                (Arc::clone(&keye), Arc::clone(&metrics), Arc::clone(&shared));
+            std::thread::Builder::new()
+                .name("keye-prefill".into())
+                .spawn(move || prefill_loop(&keye, &metrics, &shared, prefill_queue))?
+        };
         let worker = Worker {
             keye,
             metrics,
             limits,
             shared: Arc::clone(&shared),
             running: Vec::with_capacity(limits.max_running),
+            prefilling: 0,
             kv_reserved: 0,
+            prefill_jobs: Some(prefill_jobs),
+            prefill_thread: Some(prefill_thread),
         };
         let thread = std::thread::Builder::new()
             .name("keye-engine".into())
@@ -130,7 +164,9 @@ impl Engine {
                 }
                 shared.crashed.store(crashed, Ordering::Release);
                 shared.alive.store(false, Ordering::Release);
-                lock(&shared.queue).jobs.clear();
+                let mut queue = lock(&shared.queue);
+                queue.jobs.clear();
+                queue.prefilled.clear();
             })?;
         Ok(Self {
             shared,
@@ -191,10 +227,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A sequence in the batch and the request it answers.
 struct Active {
     sequence: Sequence,
-    updates: UnboundedSender<Update>,
-    kv_tokens: usize,
-    arrived: Instant,
-    deadline: Instant,
+    answer: Answer,
     last_token: Instant,
 }
 
@@ -204,31 +237,50 @@ enum Removal {
     Failed(ApiError),
 }
 
+/// What the engine thread takes from the shared queue in one go.
+struct Work {
+    admitted: Vec<Job>,
+    prefilled: Vec<Prefilled>,
+}
+
 struct Worker {
     keye: Arc<Keye>,
     metrics: Arc<Metrics>,
     limits: EngineLimits,
     shared: Arc<Shared>,
     running: Vec<Active>,
+    /// Admitted jobs handed to the prefill thread and not back yet.
+    prefilling: usize,
     kv_reserved: usize,
+    prefill_jobs: Option<Sender<Job>>,
+    prefill_thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
     fn run(mut self) {
-        while let Some(admitted) = self.next_jobs() {
-            for job in admitted {
-                self.start(job);
+        while let Some(work) = self.next_work() {
+            for job in work.admitted {
+                self.prefill(job);
+            }
+            for prefilled in work.prefilled {
+                self.prefilling -= 1;
+                self.join_batch(prefilled);
             }
             self.remove_unwanted();
             if !self.running.is_empty() {
                 self.step();
             }
         }
+        // Closing the channel ends the prefill thread.
+        self.prefill_jobs = None;
+        if let Some(thread) = self.prefill_thread.take() {
+            let _ = thread.join();
+        }
     }
 
-    /// Takes the queued jobs that fit in the batch, waiting while there is nothing to do.
-    /// `None` once draining has finished.
-    fn next_jobs(&mut self) -> Option<Vec<Job>> {
+    /// Takes the queued jobs that fit in the batch and the finished prefills, waiting while
+    /// there is nothing to do. `None` once draining has finished.
+    fn next_work(&mut self) -> Option<Work> {
         let mut queue = lock(&self.shared.queue);
         loop {
             let now = Instant::now();
@@ -245,16 +297,19 @@ impl Worker {
                 }
                 true
             });
+            let prefilled = std::mem::take(&mut queue.prefilled);
+            let mut admitted = Vec::new();
             if let Mode::Draining { .. } = queue.mode {
                 for job in queue.jobs.drain(..) {
                     let _ = job.updates.send(Update::Failed(ApiError::shutting_down()));
                 }
-                return (!self.running.is_empty()).then(Vec::new);
+                if self.running.is_empty() && self.prefilling == 0 {
+                    return None;
+                }
             }
-
-            let mut admitted = Vec::new();
             while let Some(job) = queue.jobs.front() {
-                let fits = self.running.len() + admitted.len() < self.limits.max_running
+                let fits = self.running.len() + self.prefilling + admitted.len()
+                    < self.limits.max_running
                     && self.kv_reserved + job.kv_tokens <= self.limits.kv_token_budget;
                 if !fits {
                     break;
@@ -262,10 +317,15 @@ impl Worker {
                 self.kv_reserved += job.kv_tokens;
                 admitted.extend(queue.jobs.pop_front());
             }
-            if !admitted.is_empty() || !self.running.is_empty() {
-                return Some(admitted);
+            if !admitted.is_empty() || !prefilled.is_empty() || !self.running.is_empty() {
+                return Some(Work {
+                    admitted,
+                    prefilled,
+                });
             }
-            if let Some(job) = queue.jobs.pop_front() {
+            if self.prefilling == 0
+                && let Some(job) = queue.jobs.pop_front()
+            {
                 // Only a job larger than the whole budget can wait on an idle engine; the
                 // handler refuses those, so this is a last line of defence.
                 let _ = job.updates.send(Update::Failed(ApiError::invalid(format!(
@@ -282,50 +342,40 @@ impl Worker {
         }
     }
 
-    /// Prefills a job's prompt and puts its sequence into the batch.
-    fn start(&mut self, job: Job) {
-        let Job {
-            request,
-            kv_tokens,
-            arrived,
-            deadline,
-            updates,
-            slot,
-        } = job;
-        drop(slot);
-        if updates.is_closed() {
-            self.kv_reserved -= kv_tokens;
+    /// Hands an admitted job (its batch slot and KV tokens reserved) to the prefill thread.
+    fn prefill(&mut self, job: Job) {
+        let Some(prefill_jobs) = &self.prefill_jobs else {
             return;
-        }
-        let keye = &self.keye;
-        let started = match catch_unwind(AssertUnwindSafe(|| keye.start(&request))) {
-            Ok(Ok(sequence)) => sequence,
-            Ok(Err(error)) => {
-                self.kv_reserved -= kv_tokens;
-                let _ = updates.send(Update::Failed(error.into()));
-                return;
-            }
-            Err(_) => {
-                self.kv_reserved -= kv_tokens;
-                tracing::error!("prefill panicked");
-                let _ = updates.send(Update::Failed(ApiError::internal(
-                    "The model failed while reading the prompt.",
+        };
+        match prefill_jobs.send(job) {
+            Ok(()) => self.prefilling += 1,
+            Err(std::sync::mpsc::SendError(job)) => {
+                self.kv_reserved -= job.kv_tokens;
+                let _ = job.updates.send(Update::Failed(ApiError::internal(
+                    "The prefill thread has stopped.",
                 )));
-                return;
             }
+        }
+    }
+
+    /// Puts a prefilled sequence into the batch, or releases what its job reserved.
+    fn join_batch(&mut self, prefilled: Prefilled) {
+        let Prefilled {
+            sequence,
+            answer,
+            first_token,
+        } = prefilled;
+        let Some(sequence) = sequence else {
+            self.kv_reserved -= answer.kv_tokens;
+            self.publish_batch_size();
+            return;
         };
-        let now = Instant::now();
-        self.metrics.observe_first_token(now - arrived);
-        let _ = updates.send(Update::Started);
-        let mut active = Active {
-            sequence: started,
-            updates,
-            kv_tokens,
-            arrived,
-            deadline,
-            last_token: now,
+        let active = Active {
+            sequence,
+            answer,
+            last_token: first_token,
         };
-        if forward_updates(&mut active) {
+        if active.sequence.is_finished() {
             self.finish(active);
         } else {
             self.running.push(active);
@@ -343,11 +393,11 @@ impl Worker {
         let mut index = 0;
         while index < self.running.len() {
             let active = &self.running[index];
-            let removal = if active.updates.is_closed() {
+            let removal = if active.answer.updates.is_closed() {
                 Some(Removal::ClientGone)
             } else if cancel_all {
                 Some(Removal::Failed(ApiError::shutting_down()))
-            } else if now >= active.deadline {
+            } else if now >= active.answer.deadline {
                 Some(Removal::Failed(ApiError::timeout(
                     "The request did not finish within the server's request timeout.",
                 )))
@@ -393,7 +443,7 @@ impl Worker {
             let active = &mut self.running[index];
             self.metrics.observe_token_interval(now - active.last_token);
             active.last_token = now;
-            if forward_updates(active) {
+            if forward_updates(&mut active.sequence, &active.answer.updates) {
                 let active = self.running.swap_remove(index);
                 self.finish(active);
             } else {
@@ -414,21 +464,24 @@ impl Worker {
         self.metrics
             .record_tokens(usage.prompt_tokens, usage.completion_tokens);
         self.metrics
-            .observe_request_duration(active.arrived.elapsed());
-        let _ = active.updates.send(Update::Finished { reason, usage });
+            .observe_request_duration(active.answer.arrived.elapsed());
+        let _ = active
+            .answer
+            .updates
+            .send(Update::Finished { reason, usage });
         self.release(active);
     }
 
     fn abort(&mut self, mut active: Active, removal: Removal) {
         active.sequence.cancel();
         if let Removal::Failed(error) = removal {
-            let _ = active.updates.send(Update::Failed(error));
+            let _ = active.answer.updates.send(Update::Failed(error));
         }
         self.release(active);
     }
 
     fn release(&mut self, active: Active) {
-        self.kv_reserved -= active.kv_tokens;
+        self.kv_reserved -= active.answer.kv_tokens;
         drop(active);
         self.publish_batch_size();
     }
@@ -443,13 +496,75 @@ impl Worker {
     }
 }
 
+/// The prefill thread: prompts are prepared and run through the model one at a time, beside
+/// the decode steps of the running batch.
+fn prefill_loop(keye: &Keye, metrics: &Metrics, shared: &Shared, jobs: Receiver<Job>) {
+    for job in jobs {
+        let Job {
+            request,
+            kv_tokens,
+            arrived,
+            deadline,
+            updates,
+            slot,
+        } = job;
+        drop(slot);
+        let sequence = if updates.is_closed() {
+            None
+        } else if Instant::now() >= deadline {
+            let _ = updates.send(Update::Failed(ApiError::timeout(
+                "The request timed out while waiting for a batch slot.",
+            )));
+            None
+        } else {
+            match catch_unwind(AssertUnwindSafe(|| keye.start(&request))) {
+                Ok(Ok(mut sequence)) => {
+                    metrics.observe_first_token(arrived.elapsed());
+                    let _ = updates.send(Update::Started);
+                    forward_updates(&mut sequence, &updates);
+                    Some(sequence)
+                }
+                Ok(Err(error)) => {
+                    let _ = updates.send(Update::Failed(error.into()));
+                    None
+                }
+                Err(_) => {
+                    tracing::error!("prefill panicked");
+                    let _ = updates.send(Update::Failed(ApiError::internal(
+                        "The model failed while reading the prompt.",
+                    )));
+                    None
+                }
+            }
+        };
+        drop(request);
+        let prefilled = Prefilled {
+            sequence,
+            answer: Answer {
+                updates,
+                kv_tokens,
+                arrived,
+                deadline,
+            },
+            first_token: Instant::now(),
+        };
+        let mut queue = lock(&shared.queue);
+        // After an engine crash nobody would pick this up; dropping it closes the channel.
+        if shared.alive.load(Ordering::Acquire) {
+            queue.prefilled.push(prefilled);
+        }
+        drop(queue);
+        shared.wake.notify_one();
+    }
+}
+
 /// Sends the sequence's new text to its client; true when the sequence has finished.
-fn forward_updates(active: &mut Active) -> bool {
-    for event in active.sequence.take_events() {
+fn forward_updates(sequence: &mut Sequence, updates: &UnboundedSender<Update>) -> bool {
+    for event in sequence.take_events() {
         if !event.text.is_empty() {
             // A closed channel is noticed before the next step.
-            let _ = active.updates.send(Update::Text(event.text));
+            let _ = updates.send(Update::Text(event.text));
         }
     }
-    active.sequence.is_finished()
+    sequence.is_finished()
 }

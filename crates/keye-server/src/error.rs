@@ -236,13 +236,19 @@ pub(crate) fn messages_param(location: &str) -> String {
 
 pub(crate) fn media_error(error: MediaError) -> ApiError {
     let code = match &error {
-        MediaError::Config { .. } => return ApiError::internal(error.to_string()),
+        // The server's own setup: its processor config, or FFmpeg missing or unusable.
+        MediaError::Config { .. } | MediaError::Encode { .. } | MediaError::ToolMissing { .. } => {
+            return ApiError::internal(error.to_string());
+        }
         MediaError::PolicyRefused { .. } | MediaError::UnsupportedScheme { .. } => {
             "media_not_allowed"
         }
         MediaError::Http { .. } | MediaError::Io { .. } => "media_unavailable",
-        MediaError::Timeout { .. } => "media_timeout",
-        MediaError::SourceTooLarge { .. } | MediaError::ImageTooLarge { .. } => "media_too_large",
+        MediaError::Timeout { .. } | MediaError::ToolTimeout { .. } => "media_timeout",
+        MediaError::SourceTooLarge { .. }
+        | MediaError::ImageTooLarge { .. }
+        | MediaError::FrameTooLarge { .. }
+        | MediaError::TooManyVideoTokens { .. } => "media_too_large",
         _ => "invalid_media",
     };
     let message = match &error {

@@ -226,6 +226,7 @@ async fn answer(state: Arc<AppState>, body: Body) -> Result<Response, ApiError> 
         generation: chat.generation,
         media_policy: config.media_policy.clone(),
         trace: false,
+        progress: None,
     };
     let (mut request, prompt_tokens) = prepare(&state, request).await?;
     let max_new_tokens = budget_answer(&state, &request.generation, prompt_tokens)?;

@@ -200,6 +200,45 @@ mod tests {
     }
 
     #[test]
+    fn local_videos_resolve_inside_the_allowed_folder_only() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("clip.mp4"), b"not really a video").unwrap();
+        let policy = confined_policy(root.path());
+        let video = |source: &str| {
+            vec![Message::user(vec![Part::Video(keye_chat::VideoPart {
+                source: VideoSource::File(source.into()),
+                options: Default::default(),
+            })])]
+        };
+        let mut messages = video("clip.mp4");
+        inline_media(&mut messages, &policy).unwrap();
+        let Content::Parts(parts) = &messages[0].content else {
+            unreachable!()
+        };
+        let Part::Video(inside) = &parts[0] else {
+            unreachable!()
+        };
+        let expected = root.path().canonicalize().unwrap().join("clip.mp4");
+        assert_eq!(
+            inside.source,
+            VideoSource::File(expected.to_str().unwrap().into())
+        );
+
+        for escape in ["../clip.mp4", "/etc/hostname"] {
+            let error = inline_media(&mut video(escape), &policy).unwrap_err();
+            assert_eq!(error.param.as_deref(), Some("messages[0].content[0]"));
+        }
+        let error = inline_media(&mut video("clip.mp4"), &MediaPolicy::strict()).unwrap_err();
+        assert_eq!(error.code.as_deref(), Some("media_not_allowed"));
+        let no_remote = MediaPolicy {
+            allow_remote: false,
+            ..MediaPolicy::strict()
+        };
+        let error = inline_media(&mut video("https://example.com/a.mp4"), &no_remote).unwrap_err();
+        assert_eq!(error.code.as_deref(), Some("media_not_allowed"));
+    }
+
+    #[test]
     fn data_urls_stay_and_remote_can_be_disabled() {
         let mut messages = image_message("data:image/png;base64,AAAA");
         inline_media(&mut messages, &MediaPolicy::strict()).unwrap();

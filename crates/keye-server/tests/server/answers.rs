@@ -7,12 +7,13 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-const CASES: [&str; 5] = [
+const CASES: [&str; 6] = [
     "text_only",
     "image_224x168",
     "image_tiny_30x40",
     "two_images",
     "no_think",
+    "video_mp4_scenecut",
 ];
 
 fn check_completion(name: &str, case: &Case, body: &Value) {
@@ -117,18 +118,18 @@ fn concurrent_requests_share_the_batch_and_keep_their_answers() {
         }
     });
     let text = metrics(&server.base_url());
-    assert_eq!(metric(&text, "keye_requests_total{status=\"200\"}"), 10.0);
-    assert_eq!(metric(&text, "keye_completion_tokens_total"), 160.0);
+    assert_eq!(metric(&text, "keye_requests_total{status=\"200\"}"), 12.0);
+    assert_eq!(metric(&text, "keye_completion_tokens_total"), 192.0);
     assert_eq!(metric(&text, "keye_running_sequences"), 0.0);
     assert_eq!(metric(&text, "keye_queue_depth"), 0.0);
     assert_eq!(
         metric(&text, "keye_time_to_first_token_seconds_count"),
-        10.0
+        12.0
     );
     // 15 decode steps after each first token.
     assert_eq!(
         metric(&text, "keye_time_per_output_token_seconds_count"),
-        150.0
+        180.0
     );
 }
 

@@ -63,6 +63,13 @@ pub fn case(name: &str) -> Case {
             if part["type"] == "image" {
                 let path = dir.join(part["image"].as_str().unwrap());
                 *part = json!({"type": "image_url", "image_url": {"url": data_url(&path)}});
+            } else if part["type"] == "video" {
+                // vLLM's spelling, with keye-vl-utils' options beside the URL.
+                let path = dir.join(part["video"].as_str().unwrap());
+                let object = part.as_object_mut().unwrap();
+                object.remove("video");
+                object.insert("type".into(), json!("video_url"));
+                object.insert("video_url".into(), json!({"url": data_url(&path)}));
             }
         }
     }
@@ -80,6 +87,7 @@ pub fn case(name: &str) -> Case {
 pub fn data_url(path: &Path) -> String {
     let mime = match path.extension().and_then(|e| e.to_str()) {
         Some("jpg" | "jpeg") => "image/jpeg",
+        Some("mp4") => "video/mp4",
         _ => "image/png",
     };
     let bytes = std::fs::read(path).unwrap();
