@@ -465,25 +465,28 @@ impl Worker {
             .record_tokens(usage.prompt_tokens, usage.completion_tokens);
         self.metrics
             .observe_request_duration(active.answer.arrived.elapsed());
-        let _ = active
-            .answer
-            .updates
-            .send(Update::Finished { reason, usage });
-        self.release(active);
+        let updates = self.release(active);
+        let _ = updates.send(Update::Finished { reason, usage });
     }
 
     fn abort(&mut self, mut active: Active, removal: Removal) {
         active.sequence.cancel();
+        let updates = self.release(active);
         if let Removal::Failed(error) = removal {
-            let _ = active.answer.updates.send(Update::Failed(error));
+            let _ = updates.send(Update::Failed(error));
         }
-        self.release(active);
     }
 
-    fn release(&mut self, active: Active) {
-        self.kv_reserved -= active.answer.kv_tokens;
-        drop(active);
+    /// Frees a sequence that left the batch and returns its client's channel: the gauges are
+    /// up to date before the client hears that its answer ended.
+    fn release(&mut self, active: Active) -> UnboundedSender<Update> {
+        let Active {
+            sequence, answer, ..
+        } = active;
+        drop(sequence);
+        self.kv_reserved -= answer.kv_tokens;
         self.publish_batch_size();
+        answer.updates
     }
 
     fn publish_batch_size(&self) {
