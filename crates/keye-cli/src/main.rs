@@ -1,4 +1,4 @@
-//! `keye`: run, chat with and benchmark Keye-VL models. A thin layer over the `keye` library.
+//! `keye`: run, chat with, serve, evaluate and benchmark Keye-VL models. A thin layer over the `keye` library.
 
 mod args;
 mod bench;
@@ -26,6 +26,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Show what the model will see of an image or video (frames, sizes, tokens) without loading weights.
     Media(media::MediaArgs),
+    /// Serve an OpenAI-compatible API and a web chat page.
+    Serve(keye_server::ServeArgs),
     /// Run and score VLMEvalKit-compatible benchmarks, locally or against an OpenAI-compatible endpoint.
     Eval {
         #[command(subcommand)]
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Chat(args) => chat::run(&args),
         Command::Media(args) => media::run(&args),
+        Command::Serve(args) => keye_server::serve(args).map_err(anyhow::Error::from),
         Command::Eval { command } => eval(command),
         Command::Bench(args) => bench::run(&args),
     };

@@ -303,7 +303,7 @@ fn help_lists_the_subcommands() {
     let out = keye(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for command in ["run", "chat", "bench"] {
+    for command in ["run", "chat", "media", "serve", "eval", "bench"] {
         assert!(text.contains(command), "{text}");
     }
 }
@@ -530,4 +530,41 @@ fn eval_runs_a_dataset_through_the_local_engine() {
         "{}",
         stderr(&missing)
     );
+}
+
+#[test]
+fn serve_answers_over_http_until_killed() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let model = tiny_model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keye"))
+        .args(["serve", "--model", model.to_str().unwrap(), "--port", "0"])
+        .env("HF_HUB_OFFLINE", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run keye serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let banner = lines.next().expect("a banner line").unwrap();
+    let address = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_owned();
+    let body = r#"{"messages":[{"role":"user","content":"Hello"}],"max_tokens":4,"temperature":0}"#;
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let json = &response[response.find("\r\n\r\n").unwrap() + 4..];
+    let answer: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(answer["usage"]["completion_tokens"], 4, "{answer}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "length", "{answer}");
 }
