@@ -53,6 +53,21 @@ impl KvCache {
         self.len += tokens;
     }
 
+    /// Counts the first `len` rows as filled without computing them (a new cache holds zeros
+    /// there). Attention costs the same whatever the keys hold, so a benchmark can time work at
+    /// a deep context without first running a prompt that long.
+    pub fn assume_filled(&mut self, len: usize) -> Result<()> {
+        if len > self.capacity {
+            return Err(crate::error::Error::ContextOverflow {
+                needed: len,
+                available: self.capacity,
+                model_max: self.capacity,
+            });
+        }
+        self.len = len;
+        Ok(())
+    }
+
     /// Forgets everything after the first `len` tokens (multi-turn reuse of a common prefix).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
