@@ -55,8 +55,15 @@ pub struct GenerationArgs {
     pub top_p: Option<f32>,
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Hugging Face's penalty on every token already in the conversation (e.g. 1.05).
     #[arg(long)]
     pub repetition_penalty: Option<f32>,
+    /// OpenAI's penalty per earlier occurrence of a token in the answer (-2 to 2).
+    #[arg(long, allow_negative_numbers = true)]
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI's penalty on tokens the answer already contains (-2 to 2).
+    #[arg(long, allow_negative_numbers = true)]
+    pub presence_penalty: Option<f32>,
     /// Seed for sampling (random by default).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -85,6 +92,8 @@ impl GenerationArgs {
             top_p: self.top_p,
             top_k: self.top_k,
             repetition_penalty: self.repetition_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
             seed: self.seed,
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,

@@ -1,5 +1,6 @@
-//! Next-token selection with Hugging Face's processor order: repetition penalty, then
-//! temperature, top-k, top-p, then a seeded draw. Temperature 0 is greedy (first maximum wins,
+//! Next-token selection with Hugging Face's processor order: repetition penalty (then OpenAI's
+//! frequency and presence penalties, as vLLM applies them), then temperature, top-k, top-p, then
+//! a seeded draw. Temperature 0 is greedy (first maximum wins,
 //! like `torch.argmax`).
 
 use rand::rngs::StdRng;
@@ -14,6 +15,11 @@ pub struct SamplingParams {
     /// HF semantics: divide positive logits, multiply negative ones, of every token already in
     /// the sequence (prompt included).
     pub repetition_penalty: Option<f32>,
+    /// OpenAI semantics: subtracted once per earlier occurrence of a token in the answer (not
+    /// the prompt). 0 is off.
+    pub frequency_penalty: f32,
+    /// OpenAI semantics: subtracted from every token the answer already contains. 0 is off.
+    pub presence_penalty: f32,
     pub seed: u64,
 }
 
@@ -24,6 +30,8 @@ impl SamplingParams {
             top_k: None,
             top_p: None,
             repetition_penalty: None,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             seed: 0,
         }
     }
@@ -34,6 +42,10 @@ pub struct Sampler {
     rng: StdRng,
     /// Reused per step so sampling allocates nothing after the first token.
     scratch: Vec<(f32, u32)>,
+    /// Per-vocabulary marks for the repetition penalty, reused per step.
+    penalized: Vec<bool>,
+    /// Occurrences of each token in the answer so far, when a frequency or presence penalty is on.
+    answer_counts: std::collections::HashMap<u32, u32>,
 }
 
 impl Sampler {
@@ -43,6 +55,8 @@ impl Sampler {
             params,
             rng,
             scratch: Vec::new(),
+            penalized: Vec::new(),
+            answer_counts: std::collections::HashMap::new(),
         }
     }
 
@@ -50,11 +64,25 @@ impl Sampler {
         &self.params
     }
 
-    /// Picks the next token. `logits` is modified in place by the penalty; `previous` holds the
-    /// ids the repetition penalty applies to.
+    /// Picks the next token of the answer. `logits` is modified in place by the penalties;
+    /// `previous` holds the ids the repetition penalty applies to (prompt and answer).
     pub fn sample(&mut self, logits: &mut [f32], previous: &[u32]) -> u32 {
+        let token = self.pick(logits, previous);
+        if self.params.frequency_penalty != 0.0 || self.params.presence_penalty != 0.0 {
+            *self.answer_counts.entry(token).or_default() += 1;
+        }
+        token
+    }
+
+    fn pick(&mut self, logits: &mut [f32], previous: &[u32]) -> u32 {
         if let Some(penalty) = self.params.repetition_penalty.filter(|&p| p != 1.0) {
-            apply_repetition_penalty(logits, previous, penalty);
+            apply_repetition_penalty(logits, previous, penalty, &mut self.penalized);
+        }
+        for (&token, &count) in &self.answer_counts {
+            if let Some(logit) = logits.get_mut(token as usize) {
+                *logit -=
+                    self.params.frequency_penalty * count as f32 + self.params.presence_penalty;
+            }
         }
         if self.params.temperature <= 0.0 {
             return argmax(logits);
@@ -115,8 +143,14 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-fn apply_repetition_penalty(logits: &mut [f32], previous: &[u32], penalty: f32) {
-    let mut seen = vec![false; logits.len()];
+fn apply_repetition_penalty(
+    logits: &mut [f32],
+    previous: &[u32],
+    penalty: f32,
+    seen: &mut Vec<bool>,
+) {
+    seen.clear();
+    seen.resize(logits.len(), false);
     for &id in previous {
         let i = id as usize;
         if i < logits.len() && !seen[i] {
@@ -138,9 +172,31 @@ mod tests {
     }
 
     #[test]
+    fn frequency_and_presence_penalties_count_answer_tokens_only() {
+        let mut s = Sampler::new(SamplingParams {
+            frequency_penalty: 0.5,
+            presence_penalty: 1.0,
+            ..SamplingParams::greedy()
+        });
+        // Prompt tokens in `previous` are not penalised: token 0 still wins.
+        assert_eq!(s.sample(&mut [3.0, 2.9, 0.0], &[0, 0, 0]), 0);
+        // Token 0 now appeared once: 3.0 - 0.5 - 1.0 = 1.5 < 2.9.
+        let mut logits = [3.0, 2.9, 0.0];
+        assert_eq!(s.sample(&mut logits, &[0, 0, 0, 0]), 1);
+        assert_eq!(logits, [1.5, 2.9, 0.0]);
+        // Tokens 0 and 1 once each: 4.0 - 1.5 = 2.5 vs 2.9 - 1.5 = 1.4 vs 2.0.
+        let mut logits = [4.0, 2.9, 2.0];
+        assert_eq!(s.sample(&mut logits, &[]), 0);
+        assert_eq!(logits, [2.5, 2.9 - 1.5, 2.0]);
+        // Token 0 twice now: 4.0 - 1.0 - 1.0 = 2.0 vs 2.4 - 1.5 = 0.9 vs 2.1.
+        let mut logits = [4.0, 2.4, 2.1];
+        assert_eq!(s.sample(&mut logits, &[]), 2);
+    }
+
+    #[test]
     fn repetition_penalty_follows_hf_sign_rule() {
         let mut logits = [2.0, -2.0, 1.0];
-        apply_repetition_penalty(&mut logits, &[0, 1, 1], 2.0);
+        apply_repetition_penalty(&mut logits, &[0, 1, 1], 2.0, &mut Vec::new());
         assert_eq!(logits, [1.0, -4.0, 1.0]);
     }
 
@@ -151,6 +207,8 @@ mod tests {
             top_k: Some(1),
             top_p: None,
             repetition_penalty: None,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             seed: 7,
         };
         let mut s = Sampler::new(params);
@@ -169,6 +227,8 @@ mod tests {
                 top_k: None,
                 top_p: Some(top_p),
                 repetition_penalty: None,
+                frequency_penalty: 0.0,
+                presence_penalty: 0.0,
                 seed: 3,
             });
             for _ in 0..200 {
@@ -185,6 +245,8 @@ mod tests {
             top_k: Some(20),
             top_p: Some(0.95),
             repetition_penalty: None,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             seed: 42,
         };
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();

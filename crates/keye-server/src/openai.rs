@@ -87,7 +87,11 @@ pub(crate) fn parse_chat_request(body: &[u8], served_model: &str) -> Result<Chat
     {
         return Err(ApiError::unsupported("n", "Only `n` = 1 is supported."));
     }
-    for penalty in ["presence_penalty", "frequency_penalty"] {
+    let mut penalties = [None; 2];
+    for (slot, penalty) in penalties
+        .iter_mut()
+        .zip(["frequency_penalty", "presence_penalty"])
+    {
         if let Some(value) = fields.number(penalty)? {
             if !(-2.0..=2.0).contains(&value) {
                 return Err(ApiError::invalid_param(
@@ -95,17 +99,10 @@ pub(crate) fn parse_chat_request(body: &[u8], served_model: &str) -> Result<Chat
                     format!("`{penalty}` must be between -2 and 2."),
                 ));
             }
-            if value != 0.0 {
-                return Err(ApiError::unsupported(
-                    penalty,
-                    format!(
-                        "`{penalty}` is not supported by this server; use `repetition_penalty` \
-                         (e.g. 1.05) instead."
-                    ),
-                ));
-            }
+            *slot = Some(value as f32);
         }
     }
+    let [frequency_penalty, presence_penalty] = penalties;
     if fields.boolean("logprobs")? == Some(true) || fields.is_set("top_logprobs") {
         return Err(ApiError::unsupported(
             "logprobs",
@@ -221,6 +218,8 @@ pub(crate) fn parse_chat_request(body: &[u8], served_model: &str) -> Result<Chat
             top_p: top_p.map(|p| p as f32),
             top_k,
             repetition_penalty: repetition_penalty.map(|p| p as f32),
+            frequency_penalty,
+            presence_penalty,
             seed,
             stop,
             ignore_eos,
@@ -454,7 +453,8 @@ mod tests {
             "seed": 7,
             "stop": "END",
             "repetition_penalty": 1.1,
-            "presence_penalty": 0,
+            "presence_penalty": 0.25,
+            "frequency_penalty": -0.5,
             "n": 1,
             "stream": true,
             "stream_options": {"include_usage": true},
@@ -470,6 +470,8 @@ mod tests {
                 top_p: Some(0.5),
                 top_k: Some(0),
                 repetition_penalty: Some(1.1),
+                frequency_penalty: Some(-0.5),
+                presence_penalty: Some(0.25),
                 seed: Some(7),
                 stop: vec!["END".into()],
                 ignore_eos: false,
@@ -537,8 +539,12 @@ mod tests {
             ),
             (json!({"messages": user("hi"), "n": 2}), "n"),
             (
-                json!({"messages": user("hi"), "frequency_penalty": 0.5}),
+                json!({"messages": user("hi"), "frequency_penalty": 2.5}),
                 "frequency_penalty",
+            ),
+            (
+                json!({"messages": user("hi"), "presence_penalty": "high"}),
+                "presence_penalty",
             ),
             (
                 json!({"messages": user("hi"), "logprobs": true}),

@@ -382,6 +382,8 @@ impl Keye {
             top_k: options.top_k.or(g.top_k),
             top_p: options.top_p.or(g.top_p),
             repetition_penalty: options.repetition_penalty.or(g.repetition_penalty),
+            frequency_penalty: options.frequency_penalty.unwrap_or(0.0),
+            presence_penalty: options.presence_penalty.unwrap_or(0.0),
             seed: options.seed.unwrap_or_else(rand_seed),
         }
     }

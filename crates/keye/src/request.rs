@@ -38,6 +38,10 @@ pub struct GenerationOptions {
     pub top_p: Option<f32>,
     pub top_k: Option<usize>,
     pub repetition_penalty: Option<f32>,
+    /// OpenAI's penalties on tokens the answer already holds (per occurrence, and once);
+    /// 0 or absent is off.
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
     /// Random when absent.
     pub seed: Option<u64>,
     /// Generation ends before the first occurrence of any of these; it is not part of the text.

@@ -172,6 +172,8 @@ fn seeded_sampling_matches_the_library() {
         top_k: Some(50),
         seed: Some(1234),
         repetition_penalty: Some(1.1),
+        frequency_penalty: Some(0.4),
+        presence_penalty: Some(0.3),
         ..GenerationOptions::default()
     };
     let mut streamed = String::new();
@@ -195,6 +197,8 @@ fn seeded_sampling_matches_the_library() {
             "top_k": 50,
             "seed": 1234,
             "repetition_penalty": 1.1,
+            "frequency_penalty": 0.4,
+            "presence_penalty": 0.3,
         }),
     );
     assert_eq!(status, 200, "{answer}");

@@ -68,7 +68,7 @@ fn bad_requests_get_400s_with_the_parameter() {
             Some("stop"),
         ),
         (
-            json!({"messages": user("hi"), "presence_penalty": 1.0}),
+            json!({"messages": user("hi"), "presence_penalty": 3.0}),
             400,
             Some("presence_penalty"),
         ),
