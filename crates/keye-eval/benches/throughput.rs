@@ -1,5 +1,6 @@
-//! Rows/s scored (rules only) and end-to-end rows/s against a stub OpenAI endpoint on loopback
-//! that answers after a fixed delay, at concurrency 1 and 8.
+//! Rows/s scored (rules only), and end-to-end rows/s at concurrency 1 and 8 against a stub
+//! OpenAI endpoint on loopback that answers after a fixed delay and through the in-process
+//! engine on the bundled tiny model.
 //!
 //! Run with `cargo bench -p keye-eval`.
 
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Reply, StubServer, base64, rgb_png, write_tsv};
-use keye_eval::backend::GenerationSettings;
+use keye_eval::backend::{Backend, GenerationSettings, LocalBackendFactory};
 use keye_eval::dataset::{DataRoots, Dataset, DatasetSpec};
 use keye_eval::extract::Compat;
 use keye_eval::openai::{EndpointConfig, OpenAiBackend};
@@ -100,15 +101,32 @@ fn main() {
         std::thread::sleep(STUB_LATENCY);
         Reply::Answer("B".into())
     });
-    for concurrency in [1, 8] {
-        let root = dir.path().join(format!("e2e-{concurrency}"));
+    let mut config = EndpointConfig::new(&server.url, "stub");
+    config.backoff = Duration::from_millis(1);
+    let stub = OpenAiBackend::new(config);
+    let tiny_model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/keye-preview-tiny");
+    let local = keye_eval::LocalEngine
+        .create(&tiny_model)
+        .expect("the tiny model loads");
+    let backends: [(&str, &dyn Backend); 2] = [
+        (
+            &format!("stub endpoint, {} ms latency", STUB_LATENCY.as_millis()),
+            &stub,
+        ),
+        ("tiny model, in-process engine", local.as_ref()),
+    ];
+    for ((label, backend), concurrency) in backends
+        .iter()
+        .flat_map(|b| [1, 8].map(|concurrency| (b, concurrency)))
+    {
+        let root = dir
+            .path()
+            .join(format!("e2e-{}-{concurrency}", backend.name()));
         let dataset = mcq_dataset(&root, GENERATED_ROWS);
-        let mut config = EndpointConfig::new(&server.url, "stub");
-        config.backoff = Duration::from_millis(1);
-        let backend = OpenAiBackend::new(config);
         let options = RunOptions {
             output_dir: root.join("out"),
-            model_name: "stub".into(),
+            model_name: backend.name().into(),
             prompt: PromptOptions::default(),
             settings: GenerationSettings::greedy(16, ThinkMode::Auto),
             post_process: true,
@@ -120,11 +138,10 @@ fn main() {
             compat: Compat::Fork,
         };
         let started = Instant::now();
-        let outcome = run_dataset(&dataset, &backend, &options).expect("run");
+        let outcome = run_dataset(&dataset, *backend, &options).expect("run");
         let elapsed = started.elapsed().as_secs_f64();
         println!(
-            "end to end (stub endpoint, {} ms latency, concurrency {concurrency}): {:.1} rows/s over {} rows",
-            STUB_LATENCY.as_millis(),
+            "end to end ({label}, concurrency {concurrency}): {:.1} rows/s over {} rows",
             outcome.generated as f64 / elapsed,
             outcome.generated
         );
