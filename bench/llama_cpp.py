@@ -293,6 +293,8 @@ def wait_for_idle(max_load: float, timeout: float) -> None:
 def keye_bench(keye: Path, checkpoint: Path, fmt: str, args) -> dict:
     cmd = [keye, "bench", "--dir", checkpoint, "--prefill-tokens", args.prefill,
            "--decode-context", args.context, "--decode-tokens", args.decode_tokens]
+    if args.config:
+        cmd += ["--config", args.config]
     if fmt != "bf16":
         cmd += ["--quant", fmt]
     if args.skip_vision:
@@ -457,6 +459,10 @@ def main() -> None:
     parser.add_argument("--keye", help="keye binary (default: cargo build --release)")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                         help="keye bench's random checkpoint folder (written if absent)")
+    parser.add_argument("--config", type=Path,
+                        help="config.json for keye bench to imitate when it writes the "
+                             "checkpoint (default: the real Keye-VL-8B-Preview's); a smaller "
+                             "one makes a quick smoke run")
     parser.add_argument("--max-load", type=float, default=0.5,
                         help="1-minute load average under which a measurement may start")
     parser.add_argument("--idle-timeout", type=float, default=900)
