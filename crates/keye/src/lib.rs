@@ -322,6 +322,16 @@ impl Keye {
     /// samples the next token of each. Sequences with prompt lookup also feed their draft in
     /// the same pass and may advance by several tokens.
     pub fn step(&self, sequences: &mut [&mut Sequence]) -> Result<()> {
+        self.advance(sequences, None)
+    }
+
+    /// [`step`](Self::step), handing every event to `sink` as soon as its token is accepted, so
+    /// a sink that stops sees no token after the one it stopped at, as in plain decoding.
+    fn advance(
+        &self,
+        sequences: &mut [&mut Sequence],
+        mut sink: Option<&mut dyn TokenSink>,
+    ) -> Result<()> {
         let started = Instant::now();
         let mut active: Vec<&mut Sequence> = sequences
             .iter_mut()
@@ -375,7 +385,7 @@ impl Keye {
             let (rows, rest) =
                 std::mem::take(&mut unclaimed).split_at_mut((1 + sequence.draft.len()) * vocab);
             unclaimed = rest;
-            sequence.verify(rows.chunks_exact_mut(vocab))?;
+            sequence.verify(rows.chunks_exact_mut(vocab), sink.as_deref_mut())?;
             sequence.time_decode(started);
         }
         Ok(())
@@ -384,16 +394,9 @@ impl Keye {
     /// Runs a request to the end, handing each token to `sink` as it is produced.
     pub fn generate(&self, request: &Request, sink: &mut dyn TokenSink) -> Result<Completion> {
         let mut sequence = self.start(request)?;
-        loop {
-            for event in sequence.take_events() {
-                if sink.on_token(&event) == Flow::Stop {
-                    sequence.cancel();
-                }
-            }
-            if sequence.is_finished() {
-                break;
-            }
-            self.step(&mut [&mut sequence])?;
+        sequence.deliver_events(sink);
+        while !sequence.is_finished() {
+            self.advance(&mut [&mut sequence], Some(&mut *sink))?;
         }
         Ok(sequence.into_completion())
     }

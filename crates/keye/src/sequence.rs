@@ -9,6 +9,7 @@ use keye_model::{KvCache, Sampler};
 use crate::error::Result;
 use crate::lookup::PromptLookup;
 use crate::trace::Trace;
+use crate::{Flow, TokenSink};
 
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +148,15 @@ impl Sequence {
         std::mem::take(&mut self.events)
     }
 
+    /// Hands the pending events to `sink`, cancelling if it asks to stop.
+    pub(crate) fn deliver_events(&mut self, sink: &mut dyn TokenSink) {
+        for event in self.take_events() {
+            if sink.on_token(&event) == Flow::Stop {
+                self.cancel();
+            }
+        }
+    }
+
     /// Stops generating; text held back for a possible stop string is released.
     pub fn cancel(&mut self) {
         if self.finish.is_none() {
@@ -220,14 +230,22 @@ impl Sequence {
     /// Samples from the logits of a verification pass (one row for the pending token, then one
     /// per drafted token) until a sample differs from the draft or generation ends, then drops
     /// the cache rows of the tokens not taken. Every sample sees exactly the logits and history
-    /// a plain decode step would, so the output is the same token for token.
-    pub(crate) fn verify<'a>(&mut self, rows: impl Iterator<Item = &'a mut [f32]>) -> Result<()> {
+    /// a plain decode step would, so the output is the same token for token. With a `sink`,
+    /// each token's events reach it before the next token is taken.
+    pub(crate) fn verify<'a, 's>(
+        &mut self,
+        rows: impl Iterator<Item = &'a mut [f32]>,
+        mut sink: Option<&mut (dyn TokenSink + 's)>,
+    ) -> Result<()> {
         let drafted = self.draft.len();
         let cached_before = self.cache.len() - (drafted + 1);
         let mut accepted = 0;
         for (i, row) in rows.enumerate() {
             let token = self.sampler.sample(row, &self.history);
             self.accept(token)?;
+            if let Some(sink) = sink.as_deref_mut() {
+                self.deliver_events(sink);
+            }
             let agrees = self.draft.get(i) == Some(&token);
             accepted += usize::from(agrees);
             if !agrees || self.is_finished() {

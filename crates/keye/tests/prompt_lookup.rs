@@ -222,6 +222,39 @@ fn eos_stop_strings_and_max_new_tokens_end_where_they_do_without_lookup() {
 }
 
 #[test]
+fn a_sink_that_stops_sees_no_token_after_it() {
+    let model = "keye-preview-tiny";
+    let keye = Keye::from_dir(&fixtures().join("models").join(model)).unwrap();
+    let mut accepted = 0;
+    for case_dir in cases(model) {
+        for stop_after in [1, 2, 5, 23] {
+            let what = format!("{model}/{} stop after {stop_after}", case_dir.display());
+            let stopping_run = |options: GenerationOptions| {
+                let mut events = Vec::new();
+                let completion = keye
+                    .generate(&request(&case_dir, options), &mut |e: &TokenEvent| {
+                        events.push(e.clone());
+                        if events.len() >= stop_after {
+                            Flow::Stop
+                        } else {
+                            Flow::Continue
+                        }
+                    })
+                    .unwrap();
+                (completion, events)
+            };
+            let plain = stopping_run(greedy(160));
+            let spec = stopping_run(with_lookup(&greedy(160), PromptLookup::default()));
+            assert_same_output(&what, &plain, &spec);
+            assert_eq!(plain.0.finish_reason, FinishReason::Cancelled, "{what}");
+            assert_eq!(spec.1.len(), stop_after, "{what}: events after the stop");
+            accepted += spec.0.drafts.accepted;
+        }
+    }
+    assert!(accepted > 0, "no draft was ever accepted");
+}
+
+#[test]
 fn batched_steps_with_lookup_match_single_requests() {
     let model = "keye-preview-tiny";
     let keye = Keye::from_dir(&fixtures().join("models").join(model)).unwrap();
