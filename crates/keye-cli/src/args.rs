@@ -1,7 +1,7 @@
 //! Flags shared by `run` and `chat`.
 
 use anyhow::Result;
-use keye::{GenerationOptions, HubOptions, Keye, LoadOptions};
+use keye::{GenerationOptions, HubOptions, Keye, LoadOptions, PromptLookup};
 use keye_chat::ThinkingMode;
 use keye_chat::{Part, VideoPart, VideoSource};
 use keye_media::{ImageOptions, VideoOptions};
@@ -82,6 +82,16 @@ pub struct GenerationArgs {
     /// Do not print the thinking part of the answer.
     #[arg(long)]
     pub hide_thinking: bool,
+    /// Speculative decoding without a draft model: guess the next tokens from an earlier
+    /// occurrence of the latest ones (in the prompt or the answer) and check the guess in one
+    /// forward pass. Same output, fewer passes when the answer copies its input (OCR,
+    /// transcription, editing).
+    #[arg(long)]
+    pub prompt_lookup: bool,
+    /// Most tokens guessed per forward pass with --prompt-lookup (1 to 15; default 8).
+    #[arg(long, value_name = "N", requires = "prompt_lookup",
+          value_parser = clap::value_parser!(u8).range(1..=keye::MAX_DRAFT_TOKENS as i64))]
+    pub draft_tokens: Option<u8>,
 }
 
 impl GenerationArgs {
@@ -97,6 +107,13 @@ impl GenerationArgs {
             seed: self.seed,
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
+            prompt_lookup: self.prompt_lookup.then(|| {
+                let defaults = PromptLookup::default();
+                PromptLookup {
+                    draft_tokens: self.draft_tokens.map_or(defaults.draft_tokens, usize::from),
+                    ..defaults
+                }
+            }),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use keye_media::GridThw;
-use keye_model::{KeyeConfig, KeyeModel, SequenceChunk};
+use keye_model::{KeyeConfig, KeyeModel, MAX_EXACT_VERIFY_ROWS, SequenceChunk};
 use rayon::prelude::*;
 
 #[derive(clap::Args, Debug)]
@@ -92,7 +92,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let text = model.text();
     let vocab = model.config().vocab_size as u32;
-    let mut cache = model.new_cache(args.decode_context + args.decode_tokens)?;
+    let mut cache =
+        model.new_cache(args.decode_context + args.decode_tokens + MAX_EXACT_VERIFY_ROWS)?;
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next_id = move || {
         state = xorshift(state);
@@ -146,6 +147,29 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bandwidth / 1e9,
         100.0 * tokens_per_s / roofline
     );
+    // Prompt lookup checks a draft in one pass of 1 + draft rows; what that costs against a
+    // one-token step decides how long a draft pays off on this machine.
+    let step_seconds = decode_time.as_secs_f64() / args.decode_tokens as f64;
+    for rows in [2, 4, 8, MAX_EXACT_VERIFY_ROWS] {
+        let ids: Vec<u32> = (0..rows).map(|_| next_id()).collect();
+        let cached = cache.len();
+        let positions: Vec<[i64; 3]> = (0..rows).map(|i| [(cached + i) as i64; 3]).collect();
+        let start = Instant::now();
+        model.forward_every_row(
+            &text.embed(&ids)?,
+            &mut [SequenceChunk {
+                positions: &positions,
+                cache: &mut cache,
+            }],
+        )?;
+        let seconds = start.elapsed().as_secs_f64();
+        cache.truncate(cached);
+        println!(
+            "verify pass of {rows} rows (--prompt-lookup): {:.1} ms = {:.2} decode steps",
+            seconds * 1e3,
+            seconds / step_seconds
+        );
+    }
     drop(cache);
     if args.long_context > 0 {
         let depth = args.long_context.saturating_sub(args.long_chunk);

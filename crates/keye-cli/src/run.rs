@@ -138,8 +138,16 @@ pub fn summary(c: &Completion) -> String {
     } else {
         0.0
     };
+    let drafts = if c.drafts.drafted > 0 {
+        format!(
+            "; {} of {} drafted tokens accepted",
+            c.drafts.accepted, c.drafts.drafted
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "[{} prompt tokens, {} generated ({}); first token {:.2} s, {:.2} tokens/s]",
+        "[{} prompt tokens, {} generated ({}); first token {:.2} s, {:.2} tokens/s{drafts}]",
         c.usage.prompt_tokens,
         c.usage.completion_tokens,
         c.finish_reason.as_str(),
@@ -167,6 +175,11 @@ fn json_output(c: &Completion) -> serde_json::Value {
             "prefill_ms": ms(c.timings.prefill),
             "decode_ms": ms(c.timings.decode),
             "first_token_ms": ms(c.timings.first_token()),
+        },
+        "drafts": {
+            "drafted_tokens": c.drafts.drafted,
+            "accepted_tokens": c.drafts.accepted,
+            "verify_passes": c.drafts.verify_passes,
         },
     })
 }

@@ -22,7 +22,7 @@ pub use checkpoint::{Checkpoint, StoredTensor};
 pub use config::{Architecture, GenerationConfig, KeyeConfig, RopeScaling, TokenIds, VisionConfig};
 pub use error::{Error, Result};
 pub use kv_cache::KvCache;
-pub use llm::{SequenceChunk, TextModel};
+pub use llm::{MAX_EXACT_VERIFY_ROWS, SequenceChunk, TextModel};
 pub use model::{KeyeModel, VisualEmbeddings};
 pub use positions::{PositionSpec, Positions, VideoBlock, rope_index};
 pub use sampling::{Sampler, SamplingParams, argmax};

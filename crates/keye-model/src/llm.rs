@@ -208,6 +208,36 @@ impl TextModel {
     /// values to each sequence's cache; returns the logits `[chunks, vocab]` of the last token
     /// of every chunk. `embeds` holds the chunks' rows back to back.
     pub fn forward(&self, embeds: &Tensor, chunks: &mut [SequenceChunk<'_>]) -> Result<Tensor> {
+        let lens = self.check_chunks(embeds, chunks)?;
+        let hidden = self.decode(embeds, chunks, &lens, AttentionRows::Together)?;
+        let last_rows: Vec<u32> = lens
+            .iter()
+            .scan(0usize, |end, &n| {
+                *end += n;
+                Some((*end - 1) as u32)
+            })
+            .collect();
+        let last = hidden.index_select(&Tensor::new(last_rows.as_slice(), &self.device)?, 0)?;
+        self.lm_head.forward(&self.norm.forward(&last)?)
+    }
+
+    /// Like [`forward`](Self::forward), but returns the logits `[rows, vocab]` of every row: the
+    /// verification pass of speculative decoding. With at most [`MAX_EXACT_VERIFY_ROWS`] rows in
+    /// all, each row's logits are bit-identical to those of a one-token `forward` of that token
+    /// at that point, so accepting drafted tokens cannot change greedy output.
+    pub fn forward_every_row(
+        &self,
+        embeds: &Tensor,
+        chunks: &mut [SequenceChunk<'_>],
+    ) -> Result<Tensor> {
+        let lens = self.check_chunks(embeds, chunks)?;
+        let hidden = self.decode(embeds, chunks, &lens, AttentionRows::OneByOne)?;
+        self.lm_head.forward(&self.norm.forward(&hidden)?)
+    }
+
+    /// Checks that `embeds` holds the chunks' rows and that every cache has room for them;
+    /// returns each chunk's token count.
+    fn check_chunks(&self, embeds: &Tensor, chunks: &[SequenceChunk<'_>]) -> Result<Vec<usize>> {
         let (rows, _) = embeds.dims2()?;
         let lens: Vec<usize> = chunks.iter().map(|c| c.positions.len()).collect();
         if lens.iter().sum::<usize>() != rows || lens.contains(&0) {
@@ -225,6 +255,19 @@ impl TextModel {
                 });
             }
         }
+        Ok(lens)
+    }
+
+    /// The decoder layers over checked chunks: the final hidden states `[rows, D]` before the
+    /// last norm, with every chunk's cache advanced past its tokens.
+    fn decode(
+        &self,
+        embeds: &Tensor,
+        chunks: &mut [SequenceChunk<'_>],
+        lens: &[usize],
+        attention_rows: AttentionRows,
+    ) -> Result<Tensor> {
+        let rows = embeds.dim(0)?;
         let positions: Vec<[i64; 3]> = chunks
             .iter()
             .flat_map(|c| c.positions.iter().copied())
@@ -248,7 +291,7 @@ impl TextModel {
 
             let mut outputs = Vec::with_capacity(chunks.len());
             let mut start = 0;
-            for (chunk, &n) in chunks.iter_mut().zip(&lens) {
+            for (chunk, &n) in chunks.iter_mut().zip(lens) {
                 let past = chunk.cache.len();
                 let cache_k = &chunk.cache.keys[layer_index];
                 let cache_v = &chunk.cache.values[layer_index];
@@ -262,19 +305,29 @@ impl TextModel {
                     1,
                     past,
                 )?;
-                let op = CachedAttention {
-                    n_new: n,
-                    q_heads: hq,
-                    kv_heads: hkv,
-                    head_dim: hd,
-                    past,
-                    scale: 1.0 / (hd as f32).sqrt(),
-                };
-                outputs.push(
-                    q.narrow(0, start, n)?
+                let attend = |first: usize, count: usize| -> Result<Tensor> {
+                    let op = CachedAttention {
+                        n_new: count,
+                        q_heads: hq,
+                        kv_heads: hkv,
+                        head_dim: hd,
+                        past: past + first,
+                        scale: 1.0 / (hd as f32).sqrt(),
+                    };
+                    Ok(q.narrow(0, start + first, count)?
                         .contiguous()?
-                        .apply_op3_no_bwd(cache_k, cache_v, &op)?,
-                );
+                        .apply_op3_no_bwd(cache_k, cache_v, &op)?)
+                };
+                match attention_rows {
+                    AttentionRows::Together => outputs.push(attend(0, n)?),
+                    // The attention kernel picks its layout and key split from the number of
+                    // query rows, so only one-row calls sum in the order a decode step does.
+                    AttentionRows::OneByOne => {
+                        for i in 0..n {
+                            outputs.push(attend(i, 1)?);
+                        }
+                    }
+                }
                 start += n;
             }
             let o = Tensor::cat(&outputs, 0)?.reshape((rows, hq * hd))?;
@@ -285,19 +338,25 @@ impl TextModel {
             let up = layer.mlp.up_proj.forward(&h)?;
             x = (x + layer.mlp.down_proj.forward(&(gate * up)?)?)?;
         }
-        for (chunk, &n) in chunks.iter_mut().zip(&lens) {
+        for (chunk, &n) in chunks.iter_mut().zip(lens) {
             chunk.cache.advance(n);
         }
-        let last_rows: Vec<u32> = lens
-            .iter()
-            .scan(0usize, |end, &n| {
-                *end += n;
-                Some((*end - 1) as u32)
-            })
-            .collect();
-        let last = x.index_select(&Tensor::new(last_rows.as_slice(), &self.device)?, 0)?;
-        self.lm_head.forward(&self.norm.forward(&last)?)
+        Ok(x)
     }
+}
+
+/// Most rows a [`TextModel::forward_every_row`] pass may hold for each row's logits to equal a
+/// one-token step's bit for bit: above it the matrix products switch from weight streaming to
+/// blocked GEMM, which orders its sums differently.
+pub const MAX_EXACT_VERIFY_ROWS: usize = keye_kernels::STREAMING_MAX_ROWS;
+
+/// How the new query rows of a chunk meet the attention kernel.
+#[derive(Clone, Copy)]
+enum AttentionRows {
+    /// One call per chunk: fastest.
+    Together,
+    /// One call per row, each exactly as a one-token decode step makes it.
+    OneByOne,
 }
 
 /// Causal attention of a chunk's new queries against its sequence's cache.

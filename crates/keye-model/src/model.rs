@@ -186,4 +186,13 @@ impl KeyeModel {
     pub fn forward(&self, embeds: &Tensor, chunks: &mut [SequenceChunk<'_>]) -> Result<Tensor> {
         self.text.forward(embeds, chunks)
     }
+
+    /// See [`TextModel::forward_every_row`].
+    pub fn forward_every_row(
+        &self,
+        embeds: &Tensor,
+        chunks: &mut [SequenceChunk<'_>],
+    ) -> Result<Tensor> {
+        self.text.forward_every_row(embeds, chunks)
+    }
 }

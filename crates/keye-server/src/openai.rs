@@ -223,6 +223,7 @@ pub(crate) fn parse_chat_request(body: &[u8], served_model: &str) -> Result<Chat
             seed,
             stop,
             ignore_eos,
+            prompt_lookup: None,
         },
         stream,
         include_usage,
@@ -475,6 +476,7 @@ mod tests {
                 seed: Some(7),
                 stop: vec!["END".into()],
                 ignore_eos: false,
+                prompt_lookup: None,
             }
         );
         assert!(request.stream && request.include_usage);

@@ -20,6 +20,7 @@
 
 mod error;
 mod hub;
+mod lookup;
 mod progress;
 mod prompt;
 mod request;
@@ -31,14 +32,17 @@ use std::time::Instant;
 
 use keye_chat::{ChatTemplate, PromptAssembler, StopMatcher, StreamDecoder, Tokenizer};
 use keye_media::{ProcessorConfig, UtilsLimits};
-use keye_model::{GenerationConfig, KeyeModel, Sampler, SamplingParams, SequenceChunk};
+use keye_model::{
+    GenerationConfig, KeyeModel, MAX_EXACT_VERIFY_ROWS, Sampler, SamplingParams, SequenceChunk,
+};
 
 pub use error::{Error, Result};
 pub use hub::{HubOptions, looks_like_hub_id, resolve_model};
+pub use lookup::{MAX_DRAFT_TOKENS, PromptLookup};
 pub use progress::{Progress, Stage};
 pub use prompt::{Prompt, VideoSummary, VisualInput};
 pub use request::{GenerationOptions, Request};
-pub use sequence::{Completion, FinishReason, Sequence, Timings, TokenEvent, Usage};
+pub use sequence::{Completion, DraftStats, FinishReason, Sequence, Timings, TokenEvent, Usage};
 pub use trace::{Trace, TraceTensor};
 
 /// What a [`TokenSink`] wants after seeing a token.
@@ -195,6 +199,9 @@ impl Keye {
         let preprocess = started.elapsed();
 
         let options = &request.generation;
+        if let Some(lookup) = &options.prompt_lookup {
+            lookup.validate()?;
+        }
         let max_new_tokens = options
             .max_new_tokens
             .or(self.generation.max_new_tokens)
@@ -302,6 +309,9 @@ impl Keye {
                 decode: Default::default(),
             },
             trace,
+            lookup: options.prompt_lookup,
+            draft: Vec::new(),
+            drafts: DraftStats::default(),
         };
         let token = sequence.sampler.sample(&mut logits, &sequence.history);
         sequence.accept(token)?;
@@ -309,8 +319,19 @@ impl Keye {
     }
 
     /// Feeds every unfinished sequence its last sampled token in one batched forward pass and
-    /// samples the next token of each.
+    /// samples the next token of each. Sequences with prompt lookup also feed their draft in
+    /// the same pass and may advance by several tokens.
     pub fn step(&self, sequences: &mut [&mut Sequence]) -> Result<()> {
+        self.advance(sequences, None)
+    }
+
+    /// [`step`](Self::step), handing every event to `sink` as soon as its token is accepted, so
+    /// a sink that stops sees no token after the one it stopped at, as in plain decoding.
+    fn advance(
+        &self,
+        sequences: &mut [&mut Sequence],
+        mut sink: Option<&mut dyn TokenSink>,
+    ) -> Result<()> {
         let started = Instant::now();
         let mut active: Vec<&mut Sequence> = sequences
             .iter_mut()
@@ -320,34 +341,51 @@ impl Keye {
         if active.is_empty() {
             return Ok(());
         }
-        let tokens: Vec<u32> = active
-            .iter()
-            .map(|s| {
-                s.pending_token()
-                    .expect("unfinished sequences have a pending token")
-            })
-            .collect();
-        let positions: Vec<[i64; 3]> = active
-            .iter()
-            .map(|s| [s.cache.len() as i64 + s.rope_delta; 3])
-            .collect();
+        // Drafts only fill the rows that keep every row's logits equal to a plain step's.
+        let mut spare_rows = MAX_EXACT_VERIFY_ROWS.saturating_sub(active.len());
+        for sequence in active.iter_mut() {
+            sequence.propose_draft(&mut spare_rows);
+        }
+        let drafting = active.iter().any(|s| !s.draft.is_empty());
+        let rows: usize = active.iter().map(|s| 1 + s.draft.len()).sum();
+        let mut tokens = Vec::with_capacity(rows);
+        let mut positions = Vec::with_capacity(rows);
+        for sequence in &active {
+            let pending = sequence
+                .pending_token()
+                .expect("unfinished sequences have a pending token");
+            tokens.push(pending);
+            tokens.extend_from_slice(&sequence.draft);
+            // Generated tokens advance all three mRoPE axes together from the cache length.
+            let first = sequence.cache.len() as i64 + sequence.rope_delta;
+            positions.extend((0..=sequence.draft.len() as i64).map(|i| [first + i; 3]));
+        }
         let embeds = self.model.embed_prompt(&tokens, None, None)?;
         let logits = {
-            let mut chunks: Vec<SequenceChunk<'_>> = active
-                .iter_mut()
-                .zip(&positions)
-                .map(|(s, p)| SequenceChunk {
-                    positions: std::slice::from_ref(p),
-                    cache: &mut s.cache,
-                })
-                .collect();
-            self.model.forward(&embeds, &mut chunks)?
+            let mut chunks = Vec::with_capacity(active.len());
+            let mut first_row = 0;
+            for sequence in active.iter_mut() {
+                let n = 1 + sequence.draft.len();
+                chunks.push(SequenceChunk {
+                    positions: &positions[first_row..first_row + n],
+                    cache: &mut sequence.cache,
+                });
+                first_row += n;
+            }
+            if drafting {
+                self.model.forward_every_row(&embeds, &mut chunks)?
+            } else {
+                self.model.forward(&embeds, &mut chunks)?
+            }
         };
         let vocab = logits.dim(1)?;
         let mut logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        for (sequence, row) in active.iter_mut().zip(logits.chunks_exact_mut(vocab)) {
-            let token = sequence.sampler.sample(row, &sequence.history);
-            sequence.accept(token)?;
+        let mut unclaimed = logits.as_mut_slice();
+        for sequence in active.iter_mut() {
+            let (rows, rest) =
+                std::mem::take(&mut unclaimed).split_at_mut((1 + sequence.draft.len()) * vocab);
+            unclaimed = rest;
+            sequence.verify(rows.chunks_exact_mut(vocab), sink.as_deref_mut())?;
             sequence.time_decode(started);
         }
         Ok(())
@@ -356,16 +394,9 @@ impl Keye {
     /// Runs a request to the end, handing each token to `sink` as it is produced.
     pub fn generate(&self, request: &Request, sink: &mut dyn TokenSink) -> Result<Completion> {
         let mut sequence = self.start(request)?;
-        loop {
-            for event in sequence.take_events() {
-                if sink.on_token(&event) == Flow::Stop {
-                    sequence.cancel();
-                }
-            }
-            if sequence.is_finished() {
-                break;
-            }
-            self.step(&mut [&mut sequence])?;
+        sequence.deliver_events(sink);
+        while !sequence.is_finished() {
+            self.advance(&mut [&mut sequence], Some(&mut *sink))?;
         }
         Ok(sequence.into_completion())
     }

@@ -1,6 +1,7 @@
 use keye_chat::{Message, ThinkingMode};
 use keye_media::MediaPolicy;
 
+use crate::lookup::PromptLookup;
 use crate::progress::Progress;
 
 /// One chat request: the conversation, how to generate, and where media may come from.
@@ -48,4 +49,7 @@ pub struct GenerationOptions {
     pub stop: Vec<String>,
     /// Keep going through end-of-sequence tokens until `max_new_tokens`.
     pub ignore_eos: bool,
+    /// Speculative decoding by prompt lookup. The tokens are exactly those of plain decoding,
+    /// greedy or seeded sampling alike; only the number of forward passes changes.
+    pub prompt_lookup: Option<PromptLookup>,
 }

@@ -7,7 +7,9 @@ use keye_chat::{StopCheck, StopMatcher, StreamDecoder};
 use keye_model::{KvCache, Sampler};
 
 use crate::error::Result;
+use crate::lookup::PromptLookup;
 use crate::trace::Trace;
+use crate::{Flow, TokenSink};
 
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +58,17 @@ impl Timings {
     }
 }
 
+/// What speculative decoding did for one request (all zero without it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DraftStats {
+    /// Tokens proposed by prompt lookup and checked by the model.
+    pub drafted: usize,
+    /// Drafted tokens the model agreed with: each saved a forward pass.
+    pub accepted: usize,
+    /// Forward passes that checked a draft.
+    pub verify_passes: usize,
+}
+
 /// A generated token and the text it completed (empty while a character or a possible stop
 /// string is still incomplete).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +85,7 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     pub usage: Usage,
     pub timings: Timings,
+    pub drafts: DraftStats,
     /// Present when the request asked for it.
     pub trace: Option<Trace>,
 }
@@ -97,6 +111,10 @@ pub struct Sequence {
     pub(crate) finish: Option<FinishReason>,
     pub(crate) timings: Timings,
     pub(crate) trace: Option<Trace>,
+    pub(crate) lookup: Option<PromptLookup>,
+    /// Tokens proposed for the next forward pass, after the pending token.
+    pub(crate) draft: Vec<u32>,
+    pub(crate) drafts: DraftStats,
 }
 
 impl Sequence {
@@ -121,9 +139,22 @@ impl Sequence {
         &self.text[..self.shown]
     }
 
+    pub fn draft_stats(&self) -> DraftStats {
+        self.drafts
+    }
+
     /// Events produced since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<TokenEvent> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Hands the pending events to `sink`, cancelling if it asks to stop.
+    pub(crate) fn deliver_events(&mut self, sink: &mut dyn TokenSink) {
+        for event in self.take_events() {
+            if sink.on_token(&event) == Flow::Stop {
+                self.cancel();
+            }
+        }
     }
 
     /// Stops generating; text held back for a possible stop string is released.
@@ -167,9 +198,67 @@ impl Sequence {
             self.finish = Some(FinishReason::Stop);
             self.decoder = None;
         } else if self.generated.len() >= self.max_new_tokens
-            || self.cache.len() + 1 > self.cache.capacity()
+            // No cache row left for the new token. Counted from the ids, not `cache.len()`,
+            // because a verification pass has already cached tokens that are not accepted yet.
+            || self.prompt_len + self.generated.len() > self.cache.capacity()
         {
             self.end(FinishReason::Length)?;
+        }
+        Ok(())
+    }
+
+    /// Fills `draft` for the next forward pass, taking at most `spare_rows` rows of it. The
+    /// pass emits up to one token more than the draft, so the draft stays within
+    /// `max_new_tokens` and the cache.
+    pub(crate) fn propose_draft(&mut self, spare_rows: &mut usize) {
+        self.draft.clear();
+        let Some(lookup) = self.lookup else {
+            return;
+        };
+        let tokens_left = self.max_new_tokens.saturating_sub(self.generated.len());
+        let cache_rows_left = self
+            .cache
+            .capacity()
+            .saturating_sub(self.prompt_len + self.generated.len());
+        let limit = (*spare_rows)
+            .min(tokens_left.saturating_sub(1))
+            .min(cache_rows_left);
+        lookup.draft(&self.history, limit, &mut self.draft);
+        *spare_rows -= self.draft.len();
+    }
+
+    /// Samples from the logits of a verification pass (one row for the pending token, then one
+    /// per drafted token) until a sample differs from the draft or generation ends, then drops
+    /// the cache rows of the tokens not taken. Every sample sees exactly the logits and history
+    /// a plain decode step would, so the output is the same token for token. With a `sink`,
+    /// each token's events reach it before the next token is taken.
+    pub(crate) fn verify<'a, 's>(
+        &mut self,
+        rows: impl Iterator<Item = &'a mut [f32]>,
+        mut sink: Option<&mut (dyn TokenSink + 's)>,
+    ) -> Result<()> {
+        let drafted = self.draft.len();
+        let cached_before = self.cache.len() - (drafted + 1);
+        let mut accepted = 0;
+        for (i, row) in rows.enumerate() {
+            let token = self.sampler.sample(row, &self.history);
+            self.accept(token)?;
+            if let Some(sink) = sink.as_deref_mut() {
+                self.deliver_events(sink);
+            }
+            let agrees = self.draft.get(i) == Some(&token);
+            accepted += usize::from(agrees);
+            if !agrees || self.is_finished() {
+                break;
+            }
+        }
+        // The cache keeps the tokens the model has now seen for sure: the old pending token and
+        // the accepted drafts. The last sampled token is the new pending one.
+        self.cache.truncate(cached_before + 1 + accepted);
+        if drafted > 0 {
+            self.drafts.drafted += drafted;
+            self.drafts.accepted += accepted;
+            self.drafts.verify_passes += 1;
         }
         Ok(())
     }
@@ -237,6 +326,7 @@ impl Sequence {
             token_ids: self.generated,
             finish_reason: self.finish.unwrap_or(FinishReason::Cancelled),
             timings: self.timings,
+            drafts: self.drafts,
             trace: self.trace,
         }
     }
