@@ -290,14 +290,17 @@ def wait_for_idle(max_load: float, timeout: float) -> None:
         time.sleep(5)
 
 
-def keye_bench(keye: Path, checkpoint: Path, fmt: str, args) -> dict:
+def keye_bench(keye: Path, checkpoint: Path, fmt: str, args, vision: bool) -> dict:
+    # Only what llama-bench measures too (and the vision tower once): `keye bench` alone gives
+    # the video and long-context figures.
     cmd = [keye, "bench", "--dir", checkpoint, "--prefill-tokens", args.prefill,
-           "--decode-context", args.context, "--decode-tokens", args.decode_tokens]
+           "--decode-context", args.context, "--decode-tokens", args.decode_tokens,
+           "--skip-video", "--long-context", "0"]
     if args.config:
         cmd += ["--config", args.config]
     if fmt != "bf16":
         cmd += ["--quant", fmt]
-    if args.skip_vision:
+    if not vision:
         cmd.append("--skip-vision")
     out = run(cmd, stdout=subprocess.PIPE, text=True).stdout
     sys.stderr.write(out)
@@ -439,11 +442,6 @@ def keye_binary(path: str | None) -> Path:
     return binary
 
 
-def supports_quant(keye: Path) -> bool:
-    help_text = subprocess.run([keye, "bench", "--help"], capture_output=True, text=True).stdout
-    return "--quant" in help_text
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -483,12 +481,11 @@ def main() -> None:
         return
     ensure_gguf_py(python)
     keye = keye_binary(args.keye)
-    quant_flag = supports_quant(keye)
     threads = args.threads or os.cpu_count() or 2
 
     # The first keye run writes the checkpoint if needed and gives the vision figure.
     wait_for_idle(args.max_load, args.idle_timeout)
-    first = keye_bench(keye, args.checkpoint, "bf16", args)
+    first = keye_bench(keye, args.checkpoint, "bf16", args, vision=not args.skip_vision)
     bf16_gguf = LLAMA / "models" / "keye-llm-bf16.gguf"
     convert_to_gguf(python, args.checkpoint, bf16_gguf)
 
@@ -502,9 +499,9 @@ def main() -> None:
         for round_ in range(args.rounds):
             if fmt == "bf16" and round_ == 0:
                 keye_runs.append(first)
-            elif fmt == "bf16" or quant_flag:
+            else:
                 wait_for_idle(args.max_load, args.idle_timeout)
-                keye_runs.append(keye_bench(keye, args.checkpoint, fmt, args))
+                keye_runs.append(keye_bench(keye, args.checkpoint, fmt, args, vision=False))
             wait_for_idle(args.max_load, args.idle_timeout)
             llama_runs.append(llama_bench(bin_dir, model, args))
         llama_bytes = streamed_bytes(python, model)

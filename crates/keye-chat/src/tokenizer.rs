@@ -30,9 +30,15 @@ impl Tokenizer {
             path: path.to_owned(),
             source,
         })?;
+        Self::from_json_bytes(&bytes, path)
+    }
+
+    /// A tokenizer from the bytes of a `tokenizer.json` (a GGUF file carries them as metadata);
+    /// `origin` names where they came from in errors.
+    pub fn from_json_bytes(json: &[u8], origin: &Path) -> Result<Self> {
         let inner =
-            tokenizers::Tokenizer::from_bytes(bytes).map_err(|error| ChatError::TokenizerLoad {
-                path: path.to_owned(),
+            tokenizers::Tokenizer::from_bytes(json).map_err(|error| ChatError::TokenizerLoad {
+                path: origin.to_owned(),
                 reason: error.to_string(),
             })?;
         Ok(Self {

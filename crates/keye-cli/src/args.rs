@@ -1,18 +1,22 @@
 //! Flags shared by `run` and `chat`.
 
 use anyhow::Result;
-use keye::{GenerationOptions, HubOptions, Keye, LoadOptions, PromptLookup};
+use keye::{
+    GenerationOptions, HubOptions, Keye, KvCacheFormat, LoadOptions, PromptLookup, WeightFormat,
+};
 use keye_chat::ThinkingMode;
 use keye_chat::{Part, VideoPart, VideoSource};
 use keye_media::{ImageOptions, VideoOptions};
+use keye_model::WeightFormats;
 
 /// The official checkpoint, downloaded and cached on first use.
 pub const DEFAULT_MODEL: &str = "Kwai-Keye/Keye-VL-8B-Preview";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Checkpoint folder, or a Hugging Face hub id (downloaded into the hub cache on first use;
-    /// honours HF_TOKEN, HF_ENDPOINT, HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE).
+    /// Checkpoint folder, GGUF file written by `keye quantize` (memory-mapped), or a Hugging Face
+    /// hub id (downloaded into the hub cache on first use; honours HF_TOKEN, HF_ENDPOINT,
+    /// HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE).
     #[arg(short, long, env = "KEYE_MODEL", default_value = DEFAULT_MODEL)]
     pub model: String,
     /// Hub revision (branch, tag or commit) for hub ids.
@@ -24,6 +28,33 @@ pub struct ModelArgs {
     /// Largest context (prompt + answer) in tokens; bounds the KV cache. Default: the model's.
     #[arg(long)]
     pub max_context: Option<usize>,
+    #[command(flatten)]
+    pub quant: QuantArgs,
+    /// KV cache storage: f32 (exact) or q8 (8-bit rows with a scale each: about a quarter of the
+    /// memory, so long contexts fit, at a small attention error).
+    #[arg(long, default_value = "f32", value_name = "FORMAT")]
+    pub kv_cache: KvCacheFormat,
+}
+
+/// Weight formats chosen at load.
+#[derive(clap::Args, Debug, Clone)]
+pub struct QuantArgs {
+    /// Format of the language model's linear weights: stored (as the checkpoint holds them),
+    /// bf16, q8_0, q4_0 or q4_k (quantized at load, GGML-compatible blocks).
+    #[arg(long, default_value = "stored", value_name = "FORMAT")]
+    pub quant: WeightFormat,
+    /// Format of the vision tower's and projector's linear weights (same choices).
+    #[arg(long, default_value = "stored", value_name = "FORMAT")]
+    pub quant_vision: WeightFormat,
+}
+
+impl QuantArgs {
+    pub fn formats(&self) -> WeightFormats {
+        WeightFormats {
+            text: self.quant,
+            vision: self.quant_vision,
+        }
+    }
 }
 
 impl ModelArgs {
@@ -38,6 +69,9 @@ impl ModelArgs {
         let options = LoadOptions {
             hub,
             max_context: self.max_context,
+            quant: self.quant.quant,
+            quant_vision: self.quant.quant_vision,
+            kv_cache: self.kv_cache,
         };
         Ok(Keye::load(&self.model, &options)?)
     }

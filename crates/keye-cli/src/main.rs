@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod media;
 mod printer;
+mod quantize;
 mod run;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     },
     /// Measure load, vision, prefill and decode speed on a full-size random-weight checkpoint.
     Bench(bench::BenchArgs),
+    /// Write a checkpoint as one self-contained GGUF file, its weights quantized (q8_0, q4_0, q4_k) or not.
+    Quantize(quantize::QuantizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => keye_server::serve(args).map_err(anyhow::Error::from),
         Command::Eval { command } => eval(command),
         Command::Bench(args) => bench::run(&args),
+        Command::Quantize(args) => quantize::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

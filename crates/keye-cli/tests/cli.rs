@@ -568,3 +568,88 @@ fn serve_answers_over_http_until_killed() {
     assert_eq!(answer["usage"]["completion_tokens"], 4, "{answer}");
     assert_eq!(answer["choices"][0]["finish_reason"], "length", "{answer}");
 }
+
+fn json_ids(output: &Output) -> Vec<u64> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    json["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn quantize_writes_a_gguf_file_that_answers_like_quantizing_at_load() {
+    let help = keye(&["quantize", "--help"]);
+    assert!(help.status.success(), "{}", stderr(&help));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--to", "--vision-to", "--output"] {
+        assert!(help.contains(flag), "quantize --help lacks {flag}:\n{help}");
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("tiny-q8_0.gguf");
+    let model = tiny_model();
+    let out = keye(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "--to",
+        "q8_0",
+        "--vision-to",
+        "q8_0",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("q8_0"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let image = case("image_224x168").join("inputs/img_224x168.png");
+    let ask = |model: &str, extra: &[&str]| {
+        let mut args = vec!["run", "--model", model, "--image", image.to_str().unwrap()];
+        args.extend(extra);
+        args.extend(GREEDY);
+        args.extend(["--output", "json", "Describe this image in detail."]);
+        let out = keye(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        json_ids(&out)
+    };
+    let from_file = ask(file.to_str().unwrap(), &[]);
+    let at_load = ask(
+        model.to_str().unwrap(),
+        &["--quant", "q8_0", "--quant-vision", "q8_0"],
+    );
+    assert_eq!(from_file, at_load);
+    assert_eq!(from_file.len(), 16);
+}
+
+#[test]
+fn unknown_weight_formats_and_foreign_files_are_clear_errors() {
+    let model = tiny_model();
+    let out = keye(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--quant",
+        "q6_k",
+        "hi",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown weight format `q6_k`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let not_gguf = tmp.path().join("model.gguf");
+    std::fs::write(&not_gguf, b"definitely not a model").unwrap();
+    let out = keye(&["run", "--model", not_gguf.to_str().unwrap(), "hi"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a GGUF file"), "{}", stderr(&out));
+}

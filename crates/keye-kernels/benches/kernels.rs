@@ -8,7 +8,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use half::bf16;
-use keye_kernels::{SimdLevel, Weights, attention_causal, attention_segments, linear};
+use keye_kernels::{
+    Q8Rows, QuantType, SimdLevel, Weights, attention_causal, attention_causal_q8,
+    attention_segments, linear, quantize, quantize_kv_rows,
+};
 use rayon::prelude::*;
 
 /// Distinct weight matrices cycled through, so the GEMV reads DRAM rather than a large L3.
@@ -33,11 +36,20 @@ fn main() {
     if wanted("linear gemm") {
         gemm(peak);
     }
+    if wanted("quantized gemv") {
+        quantized_gemv(bandwidth);
+    }
+    if wanted("quantized gemm") {
+        quantized_gemm(peak);
+    }
     if wanted("attention vision") {
         vision_attention(peak);
     }
     if wanted("attention decode") {
         decode_attention(bandwidth);
+    }
+    if wanted("attention decode q8 cache") {
+        decode_attention_q8(bandwidth);
     }
     if wanted("attention prefill") {
         prefill_attention(peak);
@@ -198,6 +210,59 @@ fn gemv(bandwidth: f64) {
     }
 }
 
+/// Quantizes one `[n, k]` matrix (slow for `Q4_K`) and copies it `GEMV_MATRICES` times.
+fn quantized_matrices(ty: QuantType, n: usize, k: usize) -> Vec<Vec<u8>> {
+    let mut bytes = vec![0; ty.bytes_for(n * k).unwrap()];
+    quantize(ty, &filled(n * k, 3), &mut bytes).unwrap();
+    vec![bytes; GEMV_MATRICES]
+}
+
+fn quantized_gemv(bandwidth: f64) {
+    let (n, k) = (12288, 4096);
+    for ty in QuantType::ALL {
+        let matrices = quantized_matrices(ty, n, k);
+        let bytes = matrices[0].len();
+        for m in [1, 4, 16] {
+            let x = filled(m * k, 99);
+            let mut out = vec![0.0; m * n];
+            let mut sweep = || {
+                for w in &matrices {
+                    linear(&x, m, k, Weights::Quantized(ty, w), n, None, &mut out).unwrap();
+                }
+            };
+            sweep();
+            let time = best_of(5, sweep).as_secs_f64() / GEMV_MATRICES as f64;
+            let gbps = bytes as f64 / time / 1e9;
+            let gflops = (2 * m * n * k) as f64 / time / 1e9;
+            println!(
+                "{ty} linear m={m:<3} {n}x{k}               {gbps:7.1} GB/s ({:5.1} % of read bw), {gflops:6.1} GFLOP/s, {:6.2} ms",
+                100.0 * gbps / bandwidth,
+                time * 1e3
+            );
+        }
+    }
+}
+
+fn quantized_gemm(peak: f64) {
+    let (m, k, n) = (512, 4096, 12288);
+    let x = filled(m * k, 1);
+    let mut out = vec![0.0; m * n];
+    let flops = (2 * m * n * k) as f64;
+    for ty in QuantType::ALL {
+        let mut w = vec![0; ty.bytes_for(n * k).unwrap()];
+        quantize(ty, &filled(n * k, 2), &mut w).unwrap();
+        let w = Weights::Quantized(ty, &w);
+        linear(&x, m, k, w, n, None, &mut out).unwrap();
+        let time = best_of(3, || linear(&x, m, k, w, n, None, &mut out).unwrap());
+        let gflops = flops / time.as_secs_f64() / 1e9;
+        println!(
+            "{ty} linear m={m} k={k} n={n}          {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
+            100.0 * gflops / peak,
+            time.as_secs_f64() * 1e3
+        );
+    }
+}
+
 fn gemm(peak: f64) {
     let (m, k, n) = (512, 4096, 12288);
     let x = filled(m * k, 1);
@@ -268,6 +333,57 @@ fn decode_attention(bandwidth: f64) {
         let gbps = (2 * cache_len * 4) as f64 / time / 1e9;
         println!(
             "decode attention ctx {context:<5} 32q/8kv x 128     {gbps:7.1} GB/s ({:5.1} % of read bw), {:8.3} ms",
+            100.0 * gbps / bandwidth,
+            time * 1e3
+        );
+    }
+}
+
+fn decode_attention_q8(bandwidth: f64) {
+    let (q_heads, kv_heads, head_dim) = (32, 8, 128);
+    for context in [1024, 32768] {
+        let rows = kv_heads * context;
+        let quantized = |seed| {
+            let mut levels = vec![0i8; rows * head_dim];
+            let mut scales = vec![0.0; rows];
+            quantize_kv_rows(
+                &filled(rows * head_dim, seed),
+                head_dim,
+                &mut levels,
+                &mut scales,
+            )
+            .unwrap();
+            (levels, scales)
+        };
+        let (k_cache, v_cache) = (quantized(4), quantized(5));
+        fn cache((levels, scales): &(Vec<i8>, Vec<f32>)) -> Q8Rows<'_> {
+            Q8Rows { levels, scales }
+        }
+        let q = filled(q_heads * head_dim, 6);
+        let mut out = vec![0.0; q.len()];
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut run = || {
+            attention_causal_q8(
+                &q,
+                1,
+                q_heads,
+                cache(&k_cache),
+                cache(&v_cache),
+                kv_heads,
+                context,
+                context - 1,
+                head_dim,
+                scale,
+                &mut out,
+            )
+            .unwrap()
+        };
+        run();
+        let time = best_of(20, &mut run).as_secs_f64();
+        let bytes = 2 * rows * (head_dim + 4);
+        let gbps = bytes as f64 / time / 1e9;
+        println!(
+            "decode attention q8 cache ctx {context:<5} 32q/8kv x 128 {gbps:7.1} GB/s ({:5.1} % of read bw), {:8.3} ms",
             100.0 * gbps / bandwidth,
             time * 1e3
         );

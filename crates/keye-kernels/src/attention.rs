@@ -202,7 +202,7 @@ pub(crate) struct CausalShape {
 }
 
 impl CausalShape {
-    fn group(&self) -> usize {
+    pub(crate) fn group(&self) -> usize {
         self.q_heads / self.kv_heads
     }
 
@@ -224,6 +224,17 @@ impl CausalShape {
         k_cache: &[f32],
         v_cache: &[f32],
         out: &[f32],
+    ) -> Result<(), KernelError> {
+        self.validate_lengths(q.len(), k_cache.len(), v_cache.len(), out.len())
+    }
+
+    /// Checks the shape and the element counts of `q`, the caches and `out`.
+    pub(crate) fn validate_lengths(
+        &self,
+        q: usize,
+        k_cache: usize,
+        v_cache: usize,
+        out: usize,
     ) -> Result<(), KernelError> {
         const KERNEL: &str = "attention_causal";
         expect_nonzero(KERNEL, "q_heads", self.q_heads)?;
@@ -247,28 +258,23 @@ impl CausalShape {
         {
             return Err(overflow);
         }
-        expect_len(
-            KERNEL,
-            "q",
-            q.len(),
-            &[self.n_new, self.q_heads, self.head_dim],
-        )?;
+        expect_len(KERNEL, "q", q, &[self.n_new, self.q_heads, self.head_dim])?;
         expect_len(
             KERNEL,
             "out",
-            out.len(),
+            out,
             &[self.n_new, self.q_heads, self.head_dim],
         )?;
         expect_len(
             KERNEL,
             "k_cache",
-            k_cache.len(),
+            k_cache,
             &[self.kv_heads, self.capacity, self.head_dim],
         )?;
         expect_len(
             KERNEL,
             "v_cache",
-            v_cache.len(),
+            v_cache,
             &[self.kv_heads, self.capacity, self.head_dim],
         )?;
         Ok(())

@@ -60,6 +60,19 @@ pub enum KernelError {
         position: usize,
         rows: usize,
     },
+    /// A quantized operand's length is not a whole number of blocks.
+    #[error("{quant}: {values} values are not a whole number of {block_values}-value blocks")]
+    PartialBlock {
+        quant: &'static str,
+        values: usize,
+        block_values: usize,
+    },
+    /// The 8-bit-cache attention keeps a head's output row on the stack.
+    #[error("attention_causal_q8: head_dim {head_dim} exceeds the supported {max}")]
+    HeadDimTooLarge { head_dim: usize, max: usize },
+    /// A quantization type name that is not `q8_0`, `q4_0` or `q4_k`.
+    #[error("unknown quantization type `{name}` (expected q8_0, q4_0 or q4_k)")]
+    UnknownQuantType { name: String },
 }
 
 /// `a * b`, or the overflow error naming `operand`.

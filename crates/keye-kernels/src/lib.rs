@@ -4,6 +4,14 @@
 //! in registers), and every product accumulates in f32, so results match an f32 PyTorch
 //! reference up to summation order. Activations are never rounded to bf16.
 //!
+//! GGML block-quantized weights ([`QuantType`]: `Q8_0`, `Q4_0`, `Q4_K`, byte-compatible with
+//! GGUF files) are the exception, as in llama.cpp: for few activation rows (decode) [`linear`]
+//! rounds the activations to 8-bit blocks of 32 and uses integer dot products, so its results
+//! are close to, not equal to, the f32 product with the dequantized weights (the error is
+//! bounded by `Σ |w| · absmax(x block) / 254`); for many rows it decodes the weights to f32
+//! panels and keeps the activations exact. The optional 8-bit KV cache ([`Q8Rows`],
+//! [`attention_causal_q8`]) likewise rounds each cached row to 8 bits.
+//!
 //! Every kernel picks the best instruction set at run time (AVX-512, AVX2 + FMA, or portable
 //! code; see [`SimdLevel`]), parallelises with rayon where the work is large enough, validates
 //! its arguments (returning [`KernelError`] instead of panicking), and has a `*_reference` twin:
@@ -18,10 +26,12 @@ mod attention;
 mod blocked;
 mod embedding;
 mod error;
+mod kv_q8;
 mod linear;
 mod math;
 mod norm;
 mod parallel;
+mod quant;
 mod simd;
 #[cfg(test)]
 mod tests;
@@ -34,6 +44,11 @@ pub use attention::{
 };
 pub use embedding::{gather_rows, gather_rows_reference};
 pub use error::KernelError;
+pub use kv_q8::{
+    Q8Rows, attention_causal_q8, attention_causal_q8_reference, dequantize_kv_rows,
+    quantize_kv_rows,
+};
 pub use linear::{STREAMING_MAX_ROWS, Weights, linear, linear_reference};
 pub use norm::{layer_norm, layer_norm_reference, rms_norm, rms_norm_reference};
+pub use quant::{QuantType, dequantize, quantize};
 pub use simd::{SIMD_LEVEL_ENV, SimdLevel};

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::error::{KernelError, expect_len};
 use crate::parallel::{SharedMut, threads};
+use crate::quant::{QuantType, dequantize};
 use crate::simd::{Element, Simd, SimdLevel, dispatch, load_upto, store_upto};
 
 /// A weight matrix stored row-major as `[n, k]` (PyTorch `nn.Linear` layout), in its file dtype.
@@ -18,14 +19,18 @@ use crate::simd::{Element, Simd, SimdLevel, dispatch, load_upto, store_upto};
 pub enum Weights<'a> {
     F32(&'a [f32]),
     Bf16(&'a [bf16]),
+    /// Raw GGML block bytes of a row-major `[n, k]` matrix (each row is `k / block_values`
+    /// blocks), at any alignment: straight from a memory-mapped GGUF file or a `Vec<u8>`.
+    Quantized(QuantType, &'a [u8]),
 }
 
 impl Weights<'_> {
-    /// Number of stored elements.
+    /// Number of stored elements: values for f32 and bf16, bytes for quantized weights.
     pub fn len(&self) -> usize {
         match self {
             Weights::F32(w) => w.len(),
             Weights::Bf16(w) => w.len(),
+            Weights::Quantized(_, w) => w.len(),
         }
     }
 
@@ -42,7 +47,8 @@ const ROW_TILE: usize = 4;
 
 /// `out[m×n] = x[m×k] · wᵀ (+ bias[n])`, accumulating in f32; `w` is `[n, k]` row-major.
 ///
-/// bf16 weights are widened exactly to f32; activations are never rounded to bf16.
+/// bf16 weights are widened exactly to f32; activations are never rounded to bf16. Quantized
+/// weights need `k` to be a multiple of the block size; see [`crate::quant`] for their precision.
 pub fn linear(
     x: &[f32],
     m: usize,
@@ -83,6 +89,9 @@ pub(crate) fn linear_at(
             unsafe { gemm_f32(x, m, k, w.as_ptr(), n, n, bias.is_some(), out.as_mut_ptr()) };
         }
         Weights::Bf16(w) => crate::blocked::gemm(level, x, m, k, w, n, bias, out),
+        Weights::Quantized(ty, w) => {
+            crate::quant::matmul::linear(level, x, m, k, ty, w, n, bias, out)
+        }
     }
     Ok(())
 }
@@ -98,7 +107,13 @@ fn validate(
 ) -> Result<(), KernelError> {
     const KERNEL: &str = "linear";
     expect_len(KERNEL, "x", x.len(), &[m, k])?;
-    expect_len(KERNEL, "w", w.len(), &[n, k])?;
+    match w {
+        Weights::Quantized(ty, bytes) => {
+            let row_bytes = ty.bytes_for(k)?;
+            expect_len(KERNEL, "w (bytes)", bytes.len(), &[n, row_bytes])?;
+        }
+        _ => expect_len(KERNEL, "w", w.len(), &[n, k])?,
+    }
     expect_len(KERNEL, "out", out.len(), &[m, n])?;
     if let Some(bias) = bias {
         expect_len(KERNEL, "bias", bias.len(), &[n])?;
@@ -106,7 +121,7 @@ fn validate(
     Ok(())
 }
 
-fn fill_with_bias(out: &mut [f32], n: usize, bias: Option<&[f32]>) {
+pub(crate) fn fill_with_bias(out: &mut [f32], n: usize, bias: Option<&[f32]>) {
     match bias {
         Some(bias) => out
             .chunks_exact_mut(n)
@@ -354,7 +369,7 @@ unsafe fn accumulate_tile<S: Simd, W: Element, const R: usize, const M: usize>(
 /// `x` is `[m, k]`, `w` points to `cols × k` readable floats and `out` to `m` rows of `cols`
 /// writable floats `out_stride` apart; every extent fits in `isize`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_f32(
+pub(crate) unsafe fn gemm_f32(
     x: &[f32],
     m: usize,
     k: usize,
@@ -411,7 +426,8 @@ pub(crate) fn widen_into<S: Simd, W: Element>(s: S, source: &[W], target: &mut [
     }
 }
 
-/// Reference twin of [`linear`]: a plain triple loop accumulating in f64.
+/// Reference twin of [`linear`]: a plain triple loop accumulating in f64, on the exact weight
+/// values (quantized weights are dequantized first; activations are not rounded).
 pub fn linear_reference(
     x: &[f32],
     m: usize,
@@ -422,10 +438,19 @@ pub fn linear_reference(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     validate(x, m, k, w, n, bias, out)?;
+    let dequantized = match w {
+        Weights::Quantized(ty, bytes) => {
+            let mut values = vec![0.0; n * k];
+            dequantize(ty, bytes, &mut values)?;
+            values
+        }
+        _ => Vec::new(),
+    };
     let weight = |j: usize, c: usize| -> f64 {
         match w {
             Weights::F32(w) => f64::from(w[j * k + c]),
             Weights::Bf16(w) => f64::from(w[j * k + c].to_f32()),
+            Weights::Quantized(..) => f64::from(dequantized[j * k + c]),
         }
     };
     for i in 0..m {

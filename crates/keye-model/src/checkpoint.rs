@@ -1,5 +1,6 @@
-//! Memory-mapped safetensors checkpoints: one file or shards listed in
-//! `model.safetensors.index.json`. Tensors stay in the mapping; nothing is copied at open.
+//! Memory-mapped checkpoints: safetensors (one file or shards listed in
+//! `model.safetensors.index.json`) or one GGUF file. Tensors stay in the mapping; nothing is
+//! copied at open.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -7,17 +8,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor};
-use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
+use crate::format::{StoredDtype, WeightFormat, WeightFormats, widen};
+use crate::gguf::GgufFile;
+use crate::linear::MatrixWeight;
 
 /// A tensor as stored in the checkpoint: a shared mapping plus the byte range of its data.
 #[derive(Clone)]
 pub struct StoredTensor {
     pub name: String,
-    pub dtype: Dtype,
+    pub dtype: StoredDtype,
+    /// Outermost dimension first, as in PyTorch (a GGUF file's `ne` reversed).
     pub shape: Vec<usize>,
     map: Arc<Mmap>,
     range: Range<usize>,
@@ -28,29 +32,22 @@ impl StoredTensor {
         &self.map[self.range.clone()]
     }
 
-    /// The values widened to f32 (exact for bf16 and f16).
+    /// Number of values.
+    pub fn values(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The values widened to f32 (exact for bf16 and f16; GGML's dequantizer for blocks).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
-        let bytes = self.bytes();
-        Ok(match self.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(Error::UnsupportedDtype {
-                    name: self.name.clone(),
-                    dtype: format!("{other:?}"),
-                });
+        match self.dtype {
+            StoredDtype::Quantized(q) => {
+                let mut out = vec![0f32; self.values()];
+                keye_kernels::dequantize(q, self.bytes(), &mut out)
+                    .map_err(|e| Error::InvalidInput(format!("dequantizing {}: {e}", self.name)))?;
+                Ok(out)
             }
-        })
+            float => Ok(widen(float, self.bytes()).collect()),
+        }
     }
 
     /// An f32 candle tensor of the stored shape; for the small tensors (norms, biases, tables).
@@ -74,17 +71,30 @@ impl StoredTensor {
 
 struct Entry {
     shard: usize,
-    dtype: Dtype,
+    /// The safetensors dtype's name when keye cannot read it.
+    dtype: std::result::Result<StoredDtype, String>,
     shape: Vec<usize>,
     range: Range<usize>,
 }
 
-/// All tensors of a checkpoint folder, by name. Tracks which ones the model consumed so that
-/// loading can report leftovers.
+/// Weight matrices that did not fit the requested block size.
+#[derive(Default)]
+struct Fallbacks {
+    matrices: usize,
+    to_q8_0: usize,
+    kept: usize,
+    /// Matrices a GGUF file already holds in a block format, which stay as they are.
+    already_quantized: usize,
+}
+
+/// All tensors of a checkpoint, by name, and the formats its weight matrices are loaded in.
+/// Tracks which tensors the model consumed so that loading can report leftovers.
 pub struct Checkpoint {
     shards: Vec<Arc<Mmap>>,
     entries: HashMap<String, Entry>,
     consumed: Mutex<BTreeSet<String>>,
+    formats: WeightFormats,
+    fallbacks: Mutex<Fallbacks>,
 }
 
 impl Checkpoint {
@@ -110,11 +120,17 @@ impl Checkpoint {
             let data_start = 8 + header_len;
             for (name, info) in metadata.tensors() {
                 let (start, end) = info.data_offsets;
+                let dtype = match info.dtype {
+                    Dtype::F32 => Ok(StoredDtype::F32),
+                    Dtype::F16 => Ok(StoredDtype::F16),
+                    Dtype::BF16 => Ok(StoredDtype::Bf16),
+                    other => Err(format!("{other:?}")),
+                };
                 entries.insert(
                     name,
                     Entry {
                         shard,
-                        dtype: info.dtype,
+                        dtype,
                         shape: info.shape.clone(),
                         range: data_start + start..data_start + end,
                     },
@@ -122,11 +138,54 @@ impl Checkpoint {
             }
             shards.push(Arc::new(map));
         }
-        Ok(Self {
+        Ok(Self::new(shards, entries))
+    }
+
+    /// The tensors of a GGUF file, in place.
+    pub fn from_gguf(file: &GgufFile) -> Self {
+        let entries = file
+            .tensors()
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    Entry {
+                        shard: 0,
+                        dtype: Ok(t.dtype),
+                        shape: t.shape.clone(),
+                        range: t.range.clone(),
+                    },
+                )
+            })
+            .collect();
+        Self::new(vec![file.mapping()], entries)
+    }
+
+    fn new(shards: Vec<Arc<Mmap>>, entries: HashMap<String, Entry>) -> Self {
+        Self {
             shards,
             entries,
             consumed: Mutex::new(BTreeSet::new()),
-        })
+            formats: WeightFormats::default(),
+            fallbacks: Mutex::new(Fallbacks::default()),
+        }
+    }
+
+    /// Loads weight matrices in `formats` from now on.
+    pub fn with_formats(mut self, formats: WeightFormats) -> Self {
+        self.formats = formats;
+        self
+    }
+
+    pub fn formats(&self) -> WeightFormats {
+        self.formats
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.entries.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -146,23 +205,88 @@ impl Checkpoint {
                 found: entry.shape.clone(),
             });
         }
-        if !matches!(entry.dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
-            return Err(Error::UnsupportedDtype {
-                name: name.to_owned(),
-                dtype: format!("{:?}", entry.dtype),
-            });
-        }
         self.consumed
             .lock()
             .expect("consumed-set lock poisoned")
             .insert(name.to_owned());
+        self.tensor(name)
+    }
+
+    /// Fetches a tensor whatever its shape, without marking it consumed.
+    pub fn tensor(&self, name: &str) -> Result<StoredTensor> {
+        let entry = self.entries.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_owned(),
+            expected: Vec::new(),
+        })?;
+        let dtype = entry
+            .dtype
+            .clone()
+            .map_err(|dtype| Error::UnsupportedDtype {
+                name: name.to_owned(),
+                dtype,
+            })?;
         Ok(StoredTensor {
             name: name.to_owned(),
-            dtype: entry.dtype,
+            dtype,
             shape: entry.shape.clone(),
             map: self.shards[entry.shard].clone(),
             range: entry.range.clone(),
         })
+    }
+
+    /// A weight matrix in the format its role asks for (see [`WeightFormats::for_tensor`]).
+    pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<MatrixWeight> {
+        self.matrix_as(name, shape, self.formats.for_tensor(name))
+    }
+
+    /// A weight matrix in `format`, counting block-size fallbacks for [`Self::report_fallbacks`].
+    pub fn matrix_as(
+        &self,
+        name: &str,
+        shape: &[usize],
+        format: WeightFormat,
+    ) -> Result<MatrixWeight> {
+        let tensor = self.get(name, shape)?;
+        let cols = shape[1..].iter().product();
+        let target = format.resolve(tensor.dtype, cols);
+        if format != WeightFormat::Stored && matches!(tensor.dtype, StoredDtype::Quantized(_)) {
+            self.fallbacks
+                .lock()
+                .expect("fallback lock poisoned")
+                .already_quantized += 1;
+        } else if let WeightFormat::Quantized(q) = format {
+            let mut fallbacks = self.fallbacks.lock().expect("fallback lock poisoned");
+            fallbacks.matrices += 1;
+            match target {
+                StoredDtype::Quantized(got) if got == q => {}
+                StoredDtype::Quantized(_) => fallbacks.to_q8_0 += 1,
+                _ => fallbacks.kept += 1,
+            }
+        }
+        MatrixWeight::from_stored_as(tensor, target)
+    }
+
+    /// One log line summarising the matrices whose rows were not whole blocks of the requested
+    /// format, and a warning when a requested format was not applied to already-quantized
+    /// matrices.
+    pub fn report_fallbacks(&self) {
+        let fallbacks = self.fallbacks.lock().expect("fallback lock poisoned");
+        if fallbacks.already_quantized > 0 {
+            tracing::warn!(
+                count = fallbacks.already_quantized,
+                "weight matrices already quantized in the file keep their format; \
+                 --quant and --quant-vision apply to float weights only"
+            );
+        }
+        if fallbacks.to_q8_0 + fallbacks.kept > 0 {
+            tracing::info!(
+                to_q8_0 = fallbacks.to_q8_0,
+                kept_as_stored = fallbacks.kept,
+                of = fallbacks.matrices,
+                "some weight matrices have rows that are not whole blocks of the requested \
+                 format and use the nearest format that fits"
+            );
+        }
     }
 
     /// Names present in the checkpoint that no module asked for, sorted.

@@ -136,8 +136,13 @@ impl KeyeConfig {
             path: path.to_owned(),
             source,
         })?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parses `config.json` text; `origin` names where it came from in errors.
+    pub fn from_json(text: &str, origin: &Path) -> Result<Self> {
         let config: KeyeConfig =
-            serde_json::from_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| Error::invalid_file(origin, e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -252,6 +257,11 @@ impl GenerationConfig {
             path: path.to_owned(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))
+        Self::from_json(&text, path)
+    }
+
+    /// Parses `generation_config.json` text; `origin` names where it came from in errors.
+    pub fn from_json(text: &str, origin: &Path) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| Error::invalid_file(origin, e.to_string()))
     }
 }

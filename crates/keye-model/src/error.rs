@@ -35,6 +35,19 @@ pub enum Error {
         available: usize,
         model_max: usize,
     },
+    #[error(
+        "{path}: tensor {name} has GGML type {ggml_type} ({type_name}), which keye does not support (it reads f32, f16, bf16, q8_0, q4_0 and q4_k)"
+    )]
+    UnsupportedTensorType {
+        path: PathBuf,
+        name: String,
+        ggml_type: u32,
+        type_name: &'static str,
+    },
+    #[error("{path} was made for {found}, not keye (general.architecture is `{found}`)")]
+    WrongArchitecture { path: PathBuf, found: String },
+    #[error("{path} lacks the metadata `{key}`; write keye GGUF files with `keye quantize`")]
+    MissingMetadata { path: PathBuf, key: String },
     #[error("invalid model input: {0}")]
     InvalidInput(String),
     #[error(transparent)]

@@ -4,9 +4,10 @@ use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::linear::{Linear, MatrixWeight};
+use crate::linear::Linear;
 
-/// Loads `{prefix}.weight` `[out, in]` and, when `bias`, `{prefix}.bias` `[out]`.
+/// Loads `{prefix}.weight` `[out, in]` in the format its role asks for and, when `bias`,
+/// `{prefix}.bias` `[out]`.
 pub fn load_linear(
     ckpt: &Checkpoint,
     prefix: &str,
@@ -14,9 +15,7 @@ pub fn load_linear(
     in_features: usize,
     bias: bool,
 ) -> Result<Linear> {
-    let weight = MatrixWeight::from_stored(
-        ckpt.get(&format!("{prefix}.weight"), &[out_features, in_features])?,
-    )?;
+    let weight = ckpt.matrix(&format!("{prefix}.weight"), &[out_features, in_features])?;
     let bias = if bias {
         Some(
             ckpt.get(&format!("{prefix}.bias"), &[out_features])?

@@ -1,5 +1,6 @@
-//! The Keye-VL model: configuration, memory-mapped checkpoint, vision tower, `mlp_AR`
-//! projector, Qwen3 language model, 3-D positions, KV cache and sampling.
+//! The Keye-VL model: configuration, memory-mapped checkpoint (safetensors or GGUF), weight
+//! formats (bf16, f32, GGML blocks quantized at load), vision tower, `mlp_AR` projector, Qwen3
+//! language model, 3-D positions, KV cache and sampling.
 //!
 //! Inputs are plain data (`pixel_values`, grids, token ids); this crate never decodes media or
 //! renders templates.
@@ -7,6 +8,8 @@
 mod checkpoint;
 mod config;
 mod error;
+mod format;
+pub mod gguf;
 mod kv_cache;
 mod layers;
 mod linear;
@@ -21,7 +24,10 @@ mod vision;
 pub use checkpoint::{Checkpoint, StoredTensor};
 pub use config::{Architecture, GenerationConfig, KeyeConfig, RopeScaling, TokenIds, VisionConfig};
 pub use error::{Error, Result};
-pub use kv_cache::KvCache;
+pub use format::{StoredDtype, WeightFormat, WeightFormats, WeightRole, encode_tensor};
+pub use keye_kernels::QuantType;
+pub use kv_cache::{KvCache, KvCacheFormat};
+pub use linear::MatrixWeight;
 pub use llm::{MAX_EXACT_VERIFY_ROWS, SequenceChunk, TextModel};
 pub use model::{KeyeModel, VisualEmbeddings};
 pub use positions::{PositionSpec, Positions, VideoBlock, rope_index};

@@ -1,26 +1,30 @@
-//! Linear layers whose weights stay in the checkpoint's dtype (memory-mapped where possible) and
-//! run through our own kernels: candle's CPU bf16 matmul would widen every weight on every call.
+//! Linear layers whose weights stay in the checkpoint's dtype (memory-mapped where possible) or
+//! are quantized to GGML blocks at load, and run through our own kernels: candle's CPU bf16
+//! matmul would widen every weight on every call.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::bf16;
-use keye_kernels::Weights;
+use keye_kernels::{QuantType, Weights};
 use memmap2::Mmap;
-use safetensors::Dtype;
 
 use crate::checkpoint::StoredTensor;
 use crate::error::{Error, Result};
+use crate::format::{StoredDtype, encode_tensor, widen};
 
 enum MatrixData {
     MappedBf16(Arc<Mmap>, Range<usize>),
     MappedF32(Arc<Mmap>, Range<usize>),
+    MappedQuantized(QuantType, Arc<Mmap>, Range<usize>),
     Bf16(Vec<bf16>),
     F32(Vec<f32>),
+    Quantized(QuantType, Vec<u8>),
 }
 
-/// A row-major `[rows, cols]` weight matrix in its stored dtype.
+/// A row-major `[rows, cols]` weight matrix: bf16, f32 or GGML blocks.
 pub struct MatrixWeight {
     rows: usize,
     cols: usize,
@@ -29,30 +33,51 @@ pub struct MatrixWeight {
 
 impl MatrixWeight {
     /// Takes a stored tensor of any rank ≥ 2 as `[shape[0], product of the rest]` (a conv kernel
-    /// whose patch layout matches the input layout is a matrix too).
+    /// whose patch layout matches the input layout is a matrix too), as stored.
     pub fn from_stored(tensor: StoredTensor) -> Result<Self> {
-        let rows = tensor.shape[0];
+        let dtype = tensor.dtype;
+        Self::from_stored_as(tensor, dtype)
+    }
+
+    /// Like [`Self::from_stored`], converted to `target` (bf16 or GGML blocks; f16 is held as
+    /// f32, which the kernels read). The mapping is used in place when nothing changes.
+    pub fn from_stored_as(tensor: StoredTensor, target: StoredDtype) -> Result<Self> {
+        let rows = tensor.shape.first().copied().unwrap_or(1);
         let cols = tensor.shape[1..].iter().product();
-        let data = match tensor.dtype {
-            Dtype::BF16 if tensor.typed::<bf16>().is_some() => {
+        let data = match (target, encode_tensor(&tensor, target)?) {
+            (StoredDtype::Bf16, Cow::Borrowed(_)) if tensor.typed::<bf16>().is_some() => {
                 let (map, range) = tensor.mapping();
                 MatrixData::MappedBf16(map, range)
             }
-            Dtype::F32 if tensor.typed::<f32>().is_some() => {
+            (StoredDtype::F32, Cow::Borrowed(_)) if tensor.typed::<f32>().is_some() => {
                 let (map, range) = tensor.mapping();
                 MatrixData::MappedF32(map, range)
             }
-            // Misaligned data or f16: one owned copy at load, in a dtype the kernels read.
-            Dtype::BF16 => MatrixData::Bf16(
-                tensor
-                    .bytes()
+            (StoredDtype::Quantized(q), Cow::Borrowed(_)) => {
+                let (map, range) = tensor.mapping();
+                MatrixData::MappedQuantized(q, map, range)
+            }
+            (StoredDtype::Quantized(q), Cow::Owned(bytes)) => MatrixData::Quantized(q, bytes),
+            // Misaligned data or a conversion: one owned copy at load.
+            (StoredDtype::Bf16, bytes) => MatrixData::Bf16(
+                bytes
                     .chunks_exact(2)
                     .map(|c| bf16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             ),
-            _ => MatrixData::F32(tensor.to_f32_vec()?),
+            (StoredDtype::F32 | StoredDtype::F16, bytes) => {
+                MatrixData::F32(widen(target, &bytes).collect())
+            }
         };
         Ok(Self { rows, cols, data })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
     }
 
     pub fn weights(&self) -> Weights<'_> {
@@ -63,8 +88,21 @@ impl MatrixWeight {
             MatrixData::MappedF32(map, range) => {
                 Weights::F32(bytemuck::cast_slice(&map[range.clone()]))
             }
+            MatrixData::MappedQuantized(q, map, range) => {
+                Weights::Quantized(*q, &map[range.clone()])
+            }
             MatrixData::Bf16(v) => Weights::Bf16(v),
             MatrixData::F32(v) => Weights::F32(v),
+            MatrixData::Quantized(q, v) => Weights::Quantized(*q, v),
+        }
+    }
+
+    /// How the matrix is held.
+    pub fn dtype(&self) -> StoredDtype {
+        match self.weights() {
+            Weights::Bf16(_) => StoredDtype::Bf16,
+            Weights::F32(_) => StoredDtype::F32,
+            Weights::Quantized(q, _) => StoredDtype::Quantized(q),
         }
     }
 
@@ -73,12 +111,14 @@ impl MatrixWeight {
         match self.weights() {
             Weights::Bf16(w) => w.len() * 2,
             Weights::F32(w) => w.len() * 4,
+            Weights::Quantized(_, w) => w.len(),
         }
     }
 
     /// Gathers rows widened to f32: the embedding lookup.
     pub fn gather_rows(&self, rows: &[u32], device: &candle_core::Device) -> Result<Tensor> {
         let mut out = vec![0f32; rows.len() * self.cols];
+        let weights = self.weights();
         for (dst, &row) in out.chunks_exact_mut(self.cols).zip(rows) {
             let row = row as usize;
             if row >= self.rows {
@@ -88,13 +128,18 @@ impl MatrixWeight {
                 )));
             }
             let span = row * self.cols..(row + 1) * self.cols;
-            match self.weights() {
+            match weights {
                 Weights::Bf16(w) => {
                     for (d, s) in dst.iter_mut().zip(&w[span]) {
                         *d = s.to_f32();
                     }
                 }
                 Weights::F32(w) => dst.copy_from_slice(&w[span]),
+                Weights::Quantized(q, w) => {
+                    let row_bytes = w.len() / self.rows;
+                    keye_kernels::dequantize(q, &w[row * row_bytes..(row + 1) * row_bytes], dst)
+                        .map_err(|e| Error::InvalidInput(format!("embedding row {row}: {e}")))?;
+                }
             }
         }
         Ok(Tensor::from_vec(out, (rows.len(), self.cols), device)?)

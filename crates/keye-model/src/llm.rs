@@ -1,12 +1,13 @@
 //! The Qwen3 language model (`model.*`, `lm_head`): pre-norm decoder layers with per-head q/k
 //! RMSNorm, grouped-query attention, multimodal RoPE and a SiLU-gated MLP.
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Shape, Tensor};
+use keye_kernels::Q8Rows;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::KeyeConfig;
 use crate::error::{Error, Result};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{CacheLayers, KvCache, KvCacheFormat};
 use crate::layers::{RmsNorm, contiguous_f32, load_linear};
 use crate::linear::{Linear, MatrixWeight};
 use crate::rope::MRope;
@@ -135,8 +136,10 @@ impl TextModel {
         )?;
         let lm_head = if cfg.tie_word_embeddings {
             Linear::new(
-                MatrixWeight::from_stored(
-                    ckpt.get("model.embed_tokens.weight", &[cfg.vocab_size, d])?,
+                ckpt.matrix_as(
+                    "model.embed_tokens.weight",
+                    &[cfg.vocab_size, d],
+                    ckpt.formats().text,
                 )?,
                 None,
             )
@@ -170,17 +173,18 @@ impl TextModel {
         self.embed_tokens.gather_rows(ids, &self.device)
     }
 
-    /// f32 keys and values of every layer for one token.
-    pub fn cache_bytes_per_token(&self) -> usize {
-        2 * self.layers.len() * self.kv_heads * self.head_dim * std::mem::size_of::<f32>()
+    /// Bytes of keys and values of every layer for one token in a cache of `format`.
+    pub fn cache_bytes_per_token(&self, format: KvCacheFormat) -> usize {
+        2 * self.layers.len() * self.kv_heads * format.row_bytes(self.head_dim)
     }
 
-    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+    pub fn new_cache(&self, capacity: usize, format: KvCacheFormat) -> Result<KvCache> {
         KvCache::new(
             self.layers.len(),
             self.kv_heads,
             self.head_dim,
             capacity,
+            format,
             &self.device,
         )
     }
@@ -293,30 +297,37 @@ impl TextModel {
             let mut start = 0;
             for (chunk, &n) in chunks.iter_mut().zip(lens) {
                 let past = chunk.cache.len();
-                let cache_k = &chunk.cache.keys[layer_index];
-                let cache_v = &chunk.cache.values[layer_index];
-                cache_k.slice_set(
+                chunk.cache.store(
+                    layer_index,
                     &k.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?,
-                    1,
-                    past,
-                )?;
-                cache_v.slice_set(
                     &v.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?,
-                    1,
                     past,
                 )?;
+                let cache = &*chunk.cache;
                 let attend = |first: usize, count: usize| -> Result<Tensor> {
-                    let op = CachedAttention {
+                    let shape = AttentionShape {
                         n_new: count,
                         q_heads: hq,
                         kv_heads: hkv,
                         head_dim: hd,
+                        capacity: cache.capacity(),
                         past: past + first,
-                        scale: 1.0 / (hd as f32).sqrt(),
                     };
-                    Ok(q.narrow(0, start + first, count)?
-                        .contiguous()?
-                        .apply_op3_no_bwd(cache_k, cache_v, &op)?)
+                    let q = q.narrow(0, start + first, count)?.contiguous()?;
+                    Ok(match &cache.layers {
+                        CacheLayers::F32 { keys, values } => q.apply_op3_no_bwd(
+                            &keys[layer_index],
+                            &values[layer_index],
+                            &CachedAttention(shape),
+                        )?,
+                        CacheLayers::Q8 { keys, values } => {
+                            q.apply_op1_no_bwd(&Q8CachedAttention {
+                                shape,
+                                keys: keys[layer_index].rows(),
+                                values: values[layer_index].rows(),
+                            })?
+                        }
+                    })
                 };
                 match attention_rows {
                     AttentionRows::Together => outputs.push(attend(0, n)?),
@@ -359,15 +370,25 @@ enum AttentionRows {
     OneByOne,
 }
 
-/// Causal attention of a chunk's new queries against its sequence's cache.
-struct CachedAttention {
+/// Sizes of one attention call: `n_new` query rows against cache rows `0..past + n_new`.
+#[derive(Clone, Copy)]
+struct AttentionShape {
     n_new: usize,
     q_heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    capacity: usize,
     past: usize,
-    scale: f32,
 }
+
+impl AttentionShape {
+    fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
+/// Causal attention of a chunk's new queries against its sequence's f32 cache.
+struct CachedAttention(AttentionShape);
 
 impl CustomOp3 for CachedAttention {
     fn name(&self) -> &'static str {
@@ -383,22 +404,56 @@ impl CustomOp3 for CachedAttention {
         v: &CpuStorage,
         lv: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = self.0;
         let q = contiguous_f32(q, lq)?;
         let k = contiguous_f32(k, lk)?;
         let v = contiguous_f32(v, lv)?;
-        let capacity = lk.shape().dims()[1];
         let mut out = vec![0f32; q.len()];
         keye_kernels::attention_causal(
             q,
-            self.n_new,
-            self.q_heads,
+            s.n_new,
+            s.q_heads,
             k,
             v,
-            self.kv_heads,
-            capacity,
-            self.past,
-            self.head_dim,
-            self.scale,
+            s.kv_heads,
+            s.capacity,
+            s.past,
+            s.head_dim,
+            s.scale(),
+            &mut out,
+        )
+        .map_err(candle_core::Error::wrap)?;
+        Ok((CpuStorage::F32(out), lq.shape().clone()))
+    }
+}
+
+/// Causal attention of a chunk's new queries against its sequence's 8-bit cache.
+struct Q8CachedAttention<'a> {
+    shape: AttentionShape,
+    keys: Q8Rows<'a>,
+    values: Q8Rows<'a>,
+}
+
+impl CustomOp1 for Q8CachedAttention<'_> {
+    fn name(&self) -> &'static str {
+        "keye-cached-attention-q8"
+    }
+
+    fn cpu_fwd(&self, q: &CpuStorage, lq: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = self.shape;
+        let q = contiguous_f32(q, lq)?;
+        let mut out = vec![0f32; q.len()];
+        keye_kernels::attention_causal_q8(
+            q,
+            s.n_new,
+            s.q_heads,
+            self.keys,
+            self.values,
+            s.kv_heads,
+            s.capacity,
+            s.past,
+            s.head_dim,
+            s.scale(),
             &mut out,
         )
         .map_err(candle_core::Error::wrap)?;

@@ -9,7 +9,9 @@ use keye_media::GridThw;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Architecture, KeyeConfig};
 use crate::error::{Error, Result};
-use crate::kv_cache::KvCache;
+use crate::format::WeightFormats;
+use crate::gguf::{GgufFile, keys};
+use crate::kv_cache::{KvCache, KvCacheFormat};
 use crate::llm::{SequenceChunk, TextModel};
 use crate::positions::{PositionSpec, Positions, VideoBlock, rope_index};
 use crate::projector::Projector;
@@ -39,11 +41,31 @@ pub struct KeyeModel {
 }
 
 impl KeyeModel {
-    /// Loads `config.json` and the safetensors weights of a checkpoint folder.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let config = KeyeConfig::from_file(&dir.join("config.json"))?;
-        let ckpt = Checkpoint::open(dir)?;
+    /// Loads a checkpoint folder (`config.json` and safetensors) or a keye GGUF file, with the
+    /// weights as stored.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with_formats(path, WeightFormats::default())
+    }
+
+    /// Loads a checkpoint folder or GGUF file, converting weight matrices to `formats`.
+    pub fn load_with_formats(path: &Path, formats: WeightFormats) -> Result<Self> {
+        if path.is_file() {
+            return Self::from_gguf(&GgufFile::open_keye(path)?, formats);
+        }
+        let config = KeyeConfig::from_file(&path.join("config.json"))?;
+        let ckpt = Checkpoint::open(path)?.with_formats(formats);
         Self::from_checkpoint(config, &ckpt)
+    }
+
+    /// The model of a keye GGUF file; its tensors are used in place.
+    pub fn from_gguf(file: &GgufFile, formats: WeightFormats) -> Result<Self> {
+        let config = KeyeConfig::from_json(file.string(keys::CONFIG)?, file.path())?;
+        Self::from_checkpoint(config, &Checkpoint::from_gguf(file).with_formats(formats))
+    }
+
+    /// Tensors of the official checkpoints that the model never reads.
+    pub fn is_unused_tensor(name: &str) -> bool {
+        UNUSED_TENSOR_PREFIXES.iter().any(|p| name.starts_with(p))
     }
 
     pub fn from_checkpoint(config: KeyeConfig, ckpt: &Checkpoint) -> Result<Self> {
@@ -52,10 +74,11 @@ impl KeyeModel {
         let vision = VisionTower::load(ckpt, &config.vision_config, &device)?;
         let projector = Projector::load(ckpt, &config, &device)?;
         let text = TextModel::load(ckpt, &config, &device)?;
+        ckpt.report_fallbacks();
         let unexpected: Vec<String> = ckpt
             .unconsumed()
             .into_iter()
-            .filter(|name| !UNUSED_TENSOR_PREFIXES.iter().any(|p| name.starts_with(p)))
+            .filter(|name| !Self::is_unused_tensor(name))
             .collect();
         if !unexpected.is_empty() {
             tracing::warn!(
@@ -170,7 +193,7 @@ impl KeyeModel {
 
     /// A cache for a sequence of up to `capacity` tokens (prompt plus generated), bounded by
     /// the model's context.
-    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+    pub fn new_cache(&self, capacity: usize, format: KvCacheFormat) -> Result<KvCache> {
         let max = self.text.max_positions();
         if capacity > max {
             return Err(Error::ContextOverflow {
@@ -179,7 +202,7 @@ impl KeyeModel {
                 model_max: max,
             });
         }
-        self.text.new_cache(capacity)
+        self.text.new_cache(capacity, format)
     }
 
     /// See [`TextModel::forward`].

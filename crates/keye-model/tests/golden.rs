@@ -6,13 +6,17 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use keye_media::GridThw;
-use keye_model::{KeyeModel, SequenceChunk, VideoBlock, argmax};
+use keye_model::{KeyeModel, KvCacheFormat, SequenceChunk, VideoBlock, argmax};
 use safetensors::{Dtype, SafeTensors};
 
 /// Observed spread of the references themselves (fixtures README §5).
 const FEATURE_ATOL: f32 = 1e-4;
 const LOGIT_RTOL_OF_MAX: f32 = 1e-5;
 const LOGIT_ATOL: f32 = 1e-3;
+/// The 8-bit KV cache rounds every cached row to 1/254 of its largest value; through the
+/// layers that moves the first token's logits by well under 1 % of their largest magnitude.
+/// A cache row written or read at the wrong place moves them by tens of percent.
+const Q8_CACHE_LOGIT_RTOL_OF_MAX: f32 = 0.02;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -211,7 +215,9 @@ fn check_case(model: &KeyeModel, model_name: &str, case_name: &str) {
         .collect();
     let (step_logits, step_shape) = case.f32s("step_logits");
     let vocab = step_shape[1];
-    let mut cache = model.new_cache(input_ids.len() + generated.len()).unwrap();
+    let mut cache = model
+        .new_cache(input_ids.len() + generated.len(), KvCacheFormat::F32)
+        .unwrap();
     let mut logits = model
         .forward(
             &embeds,
@@ -228,6 +234,13 @@ fn check_case(model: &KeyeModel, model_name: &str, case_name: &str) {
     assert_logits(
         &format!("{name} logits_last"),
         &logits,
+        &case.f32s("logits_last").0,
+    );
+    check_q8_cache_prefill(
+        model,
+        name,
+        &embeds,
+        &positions.ids,
         &case.f32s("logits_last").0,
     );
 
@@ -255,6 +268,38 @@ fn check_case(model: &KeyeModel, model_name: &str, case_name: &str) {
             .to_vec1::<f32>()
             .unwrap();
     }
+}
+
+/// The prompt's last logits with an 8-bit KV cache stay within its rounding of the reference.
+fn check_q8_cache_prefill(
+    model: &KeyeModel,
+    name: &str,
+    embeds: &Tensor,
+    positions: &[[i64; 3]],
+    reference: &[f32],
+) {
+    let mut cache = model.new_cache(positions.len(), KvCacheFormat::Q8).unwrap();
+    let logits = model
+        .forward(
+            embeds,
+            &mut [SequenceChunk {
+                positions,
+                cache: &mut cache,
+            }],
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let scale = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = max_abs_diff(&logits, reference);
+    eprintln!("{name} q8 KV cache: max |Δ logit| = {diff:.3e} of max |logit| {scale:.3e}");
+    assert!(
+        diff <= Q8_CACHE_LOGIT_RTOL_OF_MAX * scale,
+        "{name} logits_last with the q8 KV cache: max |Δ| = {diff} > {} of {scale}",
+        Q8_CACHE_LOGIT_RTOL_OF_MAX
+    );
 }
 
 fn check_model(model_name: &str) {

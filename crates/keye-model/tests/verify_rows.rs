@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use keye_model::{KeyeModel, KvCache, MAX_EXACT_VERIFY_ROWS, SequenceChunk};
+use keye_model::{KeyeModel, KvCache, KvCacheFormat, MAX_EXACT_VERIFY_ROWS, SequenceChunk};
 use safetensors::SafeTensors;
 
 fn fixtures() -> PathBuf {
@@ -60,7 +60,10 @@ fn load_prompt(model: &str, case: &str) -> Prompt {
 
 fn prefilled(model: &KeyeModel, prompt: &Prompt) -> KvCache {
     let mut cache = model
-        .new_cache(prompt.positions.len() + prompt.continuation.len())
+        .new_cache(
+            prompt.positions.len() + prompt.continuation.len(),
+            KvCacheFormat::F32,
+        )
         .unwrap();
     model
         .forward(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use keye::{HubOptions, Keye, LoadOptions};
+use keye::{HubOptions, Keye, KvCacheFormat, LoadOptions};
 use keye_media::MediaPolicy;
 
 use crate::error::ServerError;
@@ -70,13 +70,7 @@ impl ServerConfig {
     /// The KV token budget in effect for `keye`.
     pub(crate) fn kv_token_budget(&self, keye: &Keye) -> usize {
         self.max_kv_tokens.unwrap_or_else(|| {
-            let config = keye.model().config();
-            let head_dim = config
-                .head_dim
-                .unwrap_or(config.hidden_size / config.num_attention_heads.max(1));
-            // Keys and values, f32, every layer.
-            let bytes_per_token =
-                (2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 4).max(1);
+            let bytes_per_token = keye.cache_bytes_per_token().max(1);
             usize::try_from(DEFAULT_KV_CACHE_BYTES / bytes_per_token as u64).unwrap_or(usize::MAX)
         })
     }
@@ -117,8 +111,9 @@ impl ServerConfig {
 /// `/metrics`) with a web chat page at `/`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
-    /// Checkpoint folder, or a Hugging Face hub id (downloaded into the hub cache on first use;
-    /// honours HF_TOKEN, HF_ENDPOINT, HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE).
+    /// Checkpoint folder, GGUF file written by `keye quantize`, or a Hugging Face hub id
+    /// (downloaded into the hub cache on first use; honours HF_TOKEN, HF_ENDPOINT, HF_HOME,
+    /// HF_HUB_CACHE and HF_HUB_OFFLINE).
     #[arg(short, long, env = "KEYE_MODEL")]
     pub model: String,
     /// Hub revision (branch, tag or commit) for hub ids.
@@ -130,6 +125,17 @@ pub struct ServeArgs {
     /// Largest context (prompt + answer) in tokens. Default: the model's.
     #[arg(long)]
     pub max_context: Option<usize>,
+    /// Format of the language model's linear weights: stored (as the checkpoint holds them),
+    /// bf16, q8_0, q4_0 or q4_k (quantized at load).
+    #[arg(long, default_value = "stored")]
+    pub quant: keye::WeightFormat,
+    /// Format of the vision tower's and projector's linear weights (same choices).
+    #[arg(long, default_value = "stored")]
+    pub quant_vision: keye::WeightFormat,
+    /// KV cache storage: f32 (exact) or q8 (about a quarter of the memory, so --max-kv-tokens
+    /// defaults to four times as many tokens, at a small attention error).
+    #[arg(long, default_value = "f32", value_name = "FORMAT")]
+    pub kv_cache: KvCacheFormat,
 
     /// Address to listen on. Use 0.0.0.0 to accept other machines (then set --api-key).
     #[arg(long, default_value = "127.0.0.1")]
@@ -209,6 +215,9 @@ impl ServeArgs {
         LoadOptions {
             hub,
             max_context: self.max_context,
+            quant: self.quant,
+            quant_vision: self.quant_vision,
+            kv_cache: self.kv_cache,
         }
     }
 

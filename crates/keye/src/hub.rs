@@ -68,16 +68,24 @@ pub fn looks_like_hub_id(spec: &str) -> bool {
     ok(owner) && ok(name)
 }
 
-/// Returns a folder holding the checkpoint: `spec` itself when it is a folder, otherwise the
+/// Returns the checkpoint: `spec` itself when it is a folder or a `.gguf` file, otherwise the
 /// hub snapshot folder after fetching what is missing from the cache.
 pub fn resolve_model(spec: &str, options: &HubOptions) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_owned());
     }
+    if path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return Ok(path.to_owned());
+    }
     if path.exists() {
         return Err(Error::ModelNotFound(format!(
-            "{spec} is a file; --model takes a checkpoint folder or a hub id such as Kwai-Keye/Keye-VL-8B-Preview"
+            "{spec} is a file but not a .gguf file; --model takes a checkpoint folder, a GGUF file \
+             written by `keye quantize` or a hub id such as Kwai-Keye/Keye-VL-8B-Preview"
         )));
     }
     if !looks_like_hub_id(spec) {

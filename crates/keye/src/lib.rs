@@ -19,6 +19,8 @@
 //! ```
 
 mod error;
+mod export;
+mod files;
 mod hub;
 mod lookup;
 mod progress;
@@ -34,10 +36,15 @@ use keye_chat::{ChatTemplate, PromptAssembler, StopMatcher, StreamDecoder, Token
 use keye_media::{ProcessorConfig, UtilsLimits};
 use keye_model::{
     GenerationConfig, KeyeModel, MAX_EXACT_VERIFY_ROWS, Sampler, SamplingParams, SequenceChunk,
+    WeightFormats,
 };
 
+use crate::files::{ModelFiles, ModelText};
+
 pub use error::{Error, Result};
+pub use export::{ExportSummary, write_gguf};
 pub use hub::{HubOptions, looks_like_hub_id, resolve_model};
+pub use keye_model::{KvCacheFormat, QuantType, WeightFormat};
 pub use lookup::{MAX_DRAFT_TOKENS, PromptLookup};
 pub use progress::{Progress, Stage};
 pub use prompt::{Prompt, VideoSummary, VisualInput};
@@ -70,6 +77,13 @@ pub struct LoadOptions {
     /// Caps the context (prompt plus answer) below the model's `max_position_embeddings`,
     /// which bounds the KV cache of a request.
     pub max_context: Option<usize>,
+    /// Format of the language model's linear weights (q/k/v/o, gate/up/down, lm_head).
+    /// Embedding tables, norms and biases stay as stored.
+    pub quant: WeightFormat,
+    /// Format of the vision tower's and projector's linear weights.
+    pub quant_vision: WeightFormat,
+    /// Storage of each request's KV cache.
+    pub kv_cache: KvCacheFormat,
 }
 
 /// Default answer length when neither the request nor `generation_config.json` sets one.
@@ -89,16 +103,19 @@ pub struct Keye {
     generation: GenerationConfig,
     end_ids: Vec<u32>,
     max_context: usize,
-    dir: PathBuf,
+    kv_cache: KvCacheFormat,
+    path: PathBuf,
 }
 
 impl Keye {
-    /// `spec` is a checkpoint folder or a hub id such as `Kwai-Keye/Keye-VL-8B-Preview`.
+    /// `spec` is a checkpoint folder, a GGUF file written by `keye quantize`, or a hub id such
+    /// as `Kwai-Keye/Keye-VL-8B-Preview`.
     pub fn load(spec: &str, options: &LoadOptions) -> Result<Self> {
-        let dir = hub::resolve_model(spec, &options.hub)?;
-        Self::open(&dir, options)
+        let path = hub::resolve_model(spec, &options.hub)?;
+        Self::open(&path, options)
     }
 
+    /// A checkpoint folder or GGUF file, weights as stored.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         Self::open(dir, &LoadOptions::default())
     }
@@ -113,31 +130,31 @@ impl Keye {
         )
     }
 
-    fn open(dir: &Path, options: &LoadOptions) -> Result<Self> {
-        if !dir.join("config.json").is_file() {
-            return Err(Error::ModelNotFound(format!(
-                "{} has no config.json; is it a Keye-VL checkpoint folder?",
-                dir.display()
-            )));
-        }
-        let model = KeyeModel::load(dir)?;
-        let tokenizer = Tokenizer::from_model_dir(dir)?;
-        let template = ChatTemplate::from_model_dir(dir)?;
+    fn open(path: &Path, options: &LoadOptions) -> Result<Self> {
+        let files = ModelFiles::open(path)?;
+        let formats = WeightFormats {
+            text: options.quant,
+            vision: options.quant_vision,
+        };
+        let model = match &files {
+            ModelFiles::Folder(dir) => KeyeModel::load_with_formats(dir, formats)?,
+            ModelFiles::Gguf(file) => KeyeModel::from_gguf(file, formats)?,
+        };
+        let tokenizer = files.tokenizer()?;
+        let template = files.chat_template()?;
         let assembler =
             PromptAssembler::new(&tokenizer, model.config().vision_config.spatial_merge_size)?;
         let generation_rules = media_generation(model.architecture());
-        let processor_path = dir.join("preprocessor_config.json");
-        let processor = if processor_path.is_file() {
-            ProcessorConfig::from_file(&processor_path, generation_rules)?
-        } else {
-            ProcessorConfig::defaults(generation_rules)
+        let processor = match files.text(ModelText::PreprocessorConfig)? {
+            Some(json) => ProcessorConfig::from_json(&json, generation_rules)?,
+            None => ProcessorConfig::defaults(generation_rules),
         };
         let media_limits = UtilsLimits::from_env(generation_rules)?;
-        let generation_path = dir.join("generation_config.json");
-        let generation = if generation_path.is_file() {
-            GenerationConfig::from_file(&generation_path)?
-        } else {
-            GenerationConfig::default()
+        let generation = match files.text(ModelText::GenerationConfig)? {
+            Some(json) => {
+                GenerationConfig::from_json(&json, &files.origin(ModelText::GenerationConfig))?
+            }
+            None => GenerationConfig::default(),
         };
         let mut end_ids: Vec<u32> = generation
             .eos_token_id
@@ -162,7 +179,8 @@ impl Keye {
             generation,
             end_ids,
             max_context,
-            dir: dir.to_owned(),
+            kv_cache: options.kv_cache,
+            path: path.to_owned(),
         })
     }
 
@@ -178,9 +196,14 @@ impl Keye {
         &self.generation
     }
 
-    /// The checkpoint folder in use (the hub snapshot folder for hub ids).
+    /// The checkpoint folder (the hub snapshot folder for hub ids) or GGUF file in use.
     pub fn model_dir(&self) -> &Path {
-        &self.dir
+        &self.path
+    }
+
+    /// Bytes of KV cache one token of a request takes, in the cache format chosen at load.
+    pub fn cache_bytes_per_token(&self) -> usize {
+        self.model.text().cache_bytes_per_token(self.kv_cache)
     }
 
     pub fn max_context(&self) -> usize {
@@ -246,8 +269,8 @@ impl Keye {
         let embeds =
             self.model
                 .embed_prompt(&prompt.input_ids, images.as_ref(), videos.as_ref())?;
-        ensure_memory_for_cache(self.model.text().cache_bytes_per_token(), capacity)?;
-        let mut cache = self.model.new_cache(capacity)?;
+        ensure_memory_for_cache(self.cache_bytes_per_token(), capacity)?;
+        let mut cache = self.model.new_cache(capacity, self.kv_cache)?;
         let mut logits = None;
         let mut start = 0;
         while start < prompt_len {
@@ -526,7 +549,7 @@ fn ensure_memory_for_cache(bytes_per_token: usize, tokens: usize) -> Result<()> 
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         return Err(Error::InvalidRequest(format!(
             "the KV cache for {tokens} tokens needs {:.1} GiB but only {:.1} GiB of memory is available; \
-             lower --max-context or max_new_tokens, or shorten the prompt",
+             lower --max-context or max_new_tokens, use --kv-cache q8, or shorten the prompt",
             gib(needed),
             gib(available)
         )));

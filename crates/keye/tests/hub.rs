@@ -83,7 +83,7 @@ fn options(endpoint: Option<String>, cache: &Path, offline: bool) -> LoadOptions
             revision: None,
             progress: false,
         },
-        max_context: None,
+        ..LoadOptions::default()
     }
 }
 

@@ -193,6 +193,17 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// `len` bf16 at `p` are readable.
     unsafe fn load_bf16_partial(self, p: *const bf16, len: usize) -> Self::V;
 
+    /// Loads `LANES` i8 and converts them to f32.
+    ///
+    /// # Safety
+    /// `LANES` bytes at `p` are readable.
+    unsafe fn load_i8(self, p: *const i8) -> Self::V;
+    /// Converts the first `len < LANES` i8 and zeroes the rest.
+    ///
+    /// # Safety
+    /// `len` bytes at `p` are readable.
+    unsafe fn load_i8_partial(self, p: *const i8, len: usize) -> Self::V;
+
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
@@ -250,6 +261,19 @@ impl Element for bf16 {
     unsafe fn load_partial<S: Simd>(s: S, p: *const bf16, len: usize) -> S::V {
         // SAFETY: forwarded caller contract.
         unsafe { s.load_bf16_partial(p, len) }
+    }
+}
+
+impl Element for i8 {
+    #[inline(always)]
+    unsafe fn load<S: Simd>(s: S, p: *const i8) -> S::V {
+        // SAFETY: forwarded caller contract.
+        unsafe { s.load_i8(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_partial<S: Simd>(s: S, p: *const i8, len: usize) -> S::V {
+        // SAFETY: forwarded caller contract.
+        unsafe { s.load_i8_partial(p, len) }
     }
 }
 

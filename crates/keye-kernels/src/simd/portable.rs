@@ -73,6 +73,19 @@ impl Simd for Portable {
         unsafe { std::ptr::copy_nonoverlapping(p, raw.as_mut_ptr(), len.min(LANES)) };
         raw.map(bf16::to_f32)
     }
+    #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> Lanes {
+        // SAFETY: caller guarantees `LANES` readable bytes.
+        let raw = unsafe { *p.cast::<[i8; LANES]>() };
+        raw.map(f32::from)
+    }
+    #[inline(always)]
+    unsafe fn load_i8_partial(self, p: *const i8, len: usize) -> Lanes {
+        let mut raw = [0i8; LANES];
+        // SAFETY: caller guarantees `len` readable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(p, raw.as_mut_ptr(), len.min(LANES)) };
+        raw.map(f32::from)
+    }
 
     #[inline(always)]
     fn add(self, a: Lanes, b: Lanes) -> Lanes {

@@ -115,6 +115,18 @@ impl Simd for Avx2 {
             self.load_bf16(raw.as_ptr())
         }
     }
+    #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> __m256 {
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))) }
+    }
+    #[inline(always)]
+    unsafe fn load_i8_partial(self, p: *const i8, len: usize) -> __m256 {
+        let mut raw = [0i8; 8];
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, raw.as_mut_ptr(), len.min(8));
+            self.load_i8(raw.as_ptr())
+        }
+    }
 
     #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {
@@ -290,6 +302,17 @@ impl Simd for Avx512 {
         unsafe {
             let raw = _mm256_maskz_loadu_epi16(avx512_lane_mask(len), p.cast());
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> __m512 {
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))) }
+    }
+    #[inline(always)]
+    unsafe fn load_i8_partial(self, p: *const i8, len: usize) -> __m512 {
+        unsafe {
+            let raw = _mm_maskz_loadu_epi8(avx512_lane_mask(len), p.cast());
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw))
         }
     }
 

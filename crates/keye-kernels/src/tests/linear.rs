@@ -57,9 +57,12 @@ impl Case {
         linear_reference(&self.x, m, k, w, n, self.bias.as_deref(), &mut expected).unwrap();
         let magnitude = |index: usize| {
             let (i, j) = (index / n, index % n);
-            let weight = |c: usize| match w {
-                Weights::F32(w) => w[j * k + c],
-                Weights::Bf16(w) => w[j * k + c].to_f32(),
+            let weight = |c: usize| {
+                if bf16_weights {
+                    self.w_bf16[j * k + c].to_f32()
+                } else {
+                    self.w[j * k + c]
+                }
             };
             let dot: f32 = (0..k).map(|c| (self.x[i * k + c] * weight(c)).abs()).sum();
             dot + self.bias.as_ref().map_or(0.0, |b| b[j].abs())

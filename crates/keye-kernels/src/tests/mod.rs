@@ -2,8 +2,10 @@
 
 mod activation;
 mod attention;
+mod kv_q8;
 mod linear;
 mod norm;
+mod quant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,265 @@
+//! One block at a time: GGML's reference quantizers and its dequantizers, on block bytes.
+//!
+//! The arithmetic is kept in the order GGML's C performs it, in f32, because the point is to
+//! produce the same bytes as `llama-quantize`: a different summation order or rounding rule
+//! changes a scale's last bit now and then, and with it every value of the block.
+
+use half::f16;
+
+/// Values in a `Q4_K` sub-block (one 6-bit scale and min each).
+const SUB_BLOCK: usize = 32;
+/// Sub-blocks per `Q4_K` super-block.
+const SUB_BLOCKS: usize = 8;
+/// Byte offsets inside a `Q4_K` block.
+const Q4K_SCALES: usize = 4;
+const Q4K_QUANTS: usize = 16;
+
+pub(crate) fn read_f16(block: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([block[at], block[at + 1]]).to_f32()
+}
+
+fn write_f16(block: &mut [u8], at: usize, value: f32) {
+    block[at..at + 2].copy_from_slice(&f16::from_f32(value).to_le_bytes());
+}
+
+/// GGML's `nearest_int`: adding 1.5·2²³ leaves the rounded integer (ties to even) in the low
+/// mantissa bits. Not `f32::round`, which rounds ties away from zero.
+fn nearest_int(value: f32) -> i32 {
+    let shifted = value + 12_582_912.0;
+    (shifted.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
+}
+
+/// `quantize_row_q8_0_ref` on one block of 32 values into 34 bytes.
+pub(crate) fn quantize_q8_0(values: &[f32], block: &mut [u8]) {
+    let amax = values.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_f16(block, 0, d);
+    for (q, &v) in block[2..].iter_mut().zip(values) {
+        // C `roundf`: ties away from zero, like `f32::round`.
+        *q = (v * id).round() as i8 as u8;
+    }
+}
+
+pub(crate) fn dequantize_q8_0(block: &[u8], values: &mut [f32]) {
+    let d = read_f16(block, 0);
+    for (value, &q) in values.iter_mut().zip(&block[2..]) {
+        *value = f32::from(q as i8) * d;
+    }
+}
+
+/// `quantize_row_q4_0_ref` on one block of 32 values into 18 bytes: the scale maps the value of
+/// largest magnitude (with its sign) to −8, so it uses the asymmetric end of the nibble range.
+pub(crate) fn quantize_q4_0(values: &[f32], block: &mut [u8]) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in values {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_f16(block, 0, d);
+    let (low, high) = values.split_at(16);
+    for ((q, &v0), &v1) in block[2..].iter_mut().zip(low).zip(high) {
+        // C converts with `(int8_t)`, truncating toward zero.
+        let q0 = ((v0 * id + 8.5) as i8).min(15) as u8;
+        let q1 = ((v1 * id + 8.5) as i8).min(15) as u8;
+        *q = q0 | (q1 << 4);
+    }
+}
+
+pub(crate) fn dequantize_q4_0(block: &[u8], values: &mut [f32]) {
+    let d = read_f16(block, 0);
+    let (low, high) = values.split_at_mut(16);
+    for ((&q, v0), v1) in block[2..].iter().zip(low).zip(high) {
+        *v0 = f32::from(i16::from(q & 0x0f) - 8) * d;
+        *v1 = f32::from(i16::from(q >> 4) - 8) * d;
+    }
+}
+
+/// GGML's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` from the 12 packed bytes.
+/// Sub-blocks 0–3 keep theirs in the low 6 bits of bytes `j` and `j + 4`; sub-blocks 4–7 keep the
+/// low nibbles in byte `j + 4` and the top 2 bits in the spare high bits of bytes `j − 4` and `j`.
+pub(crate) fn scale_min_k4(j: usize, scales: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (scales[j] & 63, scales[j + 4] & 63)
+    } else {
+        (
+            (scales[j + 4] & 0x0f) | ((scales[j - 4] >> 6) << 4),
+            (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4),
+        )
+    }
+}
+
+/// `quantize_row_q4_K_ref` on one super-block of 256 values into 144 bytes.
+pub(crate) fn quantize_q4_k(values: &[f32], block: &mut [u8]) {
+    let mut levels = [0u8; SUB_BLOCKS * SUB_BLOCK];
+    let mut scales = [0.0f32; SUB_BLOCKS];
+    let mut mins = [0.0f32; SUB_BLOCKS];
+    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    for j in 0..SUB_BLOCKS {
+        let x = &values[j * SUB_BLOCK..(j + 1) * SUB_BLOCK];
+        let mut sum_x2 = 0.0f32;
+        for &v in x {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / SUB_BLOCK as f32).sqrt();
+        let mut weights = [0.0f32; SUB_BLOCK];
+        for (w, &v) in weights.iter_mut().zip(x) {
+            *w = av_x + v.abs();
+        }
+        let sub_levels = &mut levels[j * SUB_BLOCK..(j + 1) * SUB_BLOCK];
+        (scales[j], mins[j]) = fit_scale_and_min(x, &weights, sub_levels);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let packed = &mut block[Q4K_SCALES..Q4K_QUANTS];
+    packed.fill(0);
+    for j in 0..SUB_BLOCKS {
+        // C stores the int in a `uint8_t` (wrapping) before clamping to 63.
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        if j < 4 {
+            packed[j] = ls;
+            packed[j + 4] = lm;
+        } else {
+            packed[j + 4] = (ls & 0x0f) | ((lm & 0x0f) << 4);
+            packed[j - 4] |= (ls >> 4) << 6;
+            packed[j] |= (lm >> 4) << 6;
+        }
+    }
+    write_f16(block, 0, max_scale / 63.0);
+    write_f16(block, 2, max_min / 63.0);
+
+    // Re-quantize against the scales as stored (6-bit, f16-scaled), so rounding them is
+    // compensated. A sub-block whose stored scale is zero keeps the levels of the fit.
+    let (d, dmin) = (read_f16(block, 0), read_f16(block, 2));
+    for j in 0..SUB_BLOCKS {
+        let (sc, m) = scale_min_k4(j, &block[Q4K_SCALES..Q4K_QUANTS]);
+        let d = d * f32::from(sc);
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin * f32::from(m);
+        for i in 0..SUB_BLOCK {
+            let level = nearest_int((values[j * SUB_BLOCK + i] + dm) / d);
+            levels[j * SUB_BLOCK + i] = level.clamp(0, 15) as u8;
+        }
+    }
+
+    // Each 32 bytes hold two sub-blocks: the first in the low nibbles, the next in the high.
+    let quants = &mut block[Q4K_QUANTS..];
+    for (pair, out) in quants.chunks_exact_mut(SUB_BLOCK).enumerate() {
+        let base = pair * 2 * SUB_BLOCK;
+        for (l, q) in out.iter_mut().enumerate() {
+            *q = levels[base + l] | (levels[base + SUB_BLOCK + l] << 4);
+        }
+    }
+}
+
+/// GGML's `make_qkx2_quants(32, 15, x, weights, L, &min, Laux, -1, 0.1, 20, false)`: fits
+/// `x ≈ scale · L − min` with `L` in 0..=15, minimising the weighted squared error over 21 trial
+/// inverse scales around `15 / (max − min)` with a closed-form least-squares refit each. Returns
+/// `(scale, min)`; `levels` receives the best `L`.
+fn fit_scale_and_min(x: &[f32], weights: &[f32], levels: &mut [u8]) -> (f32, f32) {
+    const LEVEL_MAX: i32 = 15;
+    const TRIAL_START: f32 = -1.0;
+    const TRIAL_STEP: f32 = 0.1;
+    const TRIALS: i32 = 20;
+
+    let n = x.len();
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        levels.fill(0);
+        return (0.0, -min);
+    }
+    let mut iscale = LEVEL_MAX as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0.0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * (x[i] - min)).clamp(0, LEVEL_MAX);
+        levels[i] = l as u8;
+        let diff = scale * l as f32 + min - x[i];
+        best_error += weights[i] * (diff * diff);
+    }
+    let mut trial_levels = [0u8; SUB_BLOCK];
+    for trial in 0..=TRIALS {
+        iscale = (TRIAL_START + TRIAL_STEP * trial as f32 + LEVEL_MAX as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, LEVEL_MAX);
+            trial_levels[i] = l as u8;
+            let (w, l) = (weights[i], l as f32);
+            sum_l += w * l;
+            sum_l2 += w * l * l;
+            sum_xl += w * l * x[i];
+        }
+        let determinant = sum_w * sum_l2 - sum_l * sum_l;
+        if determinant > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / determinant;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / determinant;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut error = 0.0f32;
+            for i in 0..n {
+                let diff = this_scale * f32::from(trial_levels[i]) + this_min - x[i];
+                error += weights[i] * (diff * diff);
+            }
+            if error < best_error {
+                levels.copy_from_slice(&trial_levels[..n]);
+                best_error = error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+pub(crate) fn dequantize_q4_k(block: &[u8], values: &mut [f32]) {
+    let (d, dmin) = (read_f16(block, 0), read_f16(block, 2));
+    let scales = &block[Q4K_SCALES..Q4K_QUANTS];
+    for (pair, quants) in block[Q4K_QUANTS..].chunks_exact(SUB_BLOCK).enumerate() {
+        let (sc_low, m_low) = scale_min_k4(2 * pair, scales);
+        let (sc_high, m_high) = scale_min_k4(2 * pair + 1, scales);
+        let (d_low, min_low) = (d * f32::from(sc_low), dmin * f32::from(m_low));
+        let (d_high, min_high) = (d * f32::from(sc_high), dmin * f32::from(m_high));
+        let out = &mut values[pair * 2 * SUB_BLOCK..(pair + 1) * 2 * SUB_BLOCK];
+        let (low, high) = out.split_at_mut(SUB_BLOCK);
+        for ((&q, v0), v1) in quants.iter().zip(low).zip(high) {
+            *v0 = d_low * f32::from(q & 0x0f) - min_low;
+            *v1 = d_high * f32::from(q >> 4) - min_high;
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! 8-bit integer dot products over 32-value blocks, the inner step of the quantized GEMV.
+//!
+//! One block is one 256-bit vector of 32 bytes; a dot product leaves eight i32 partial sums
+//! (lane `l` holds the sum over bytes `4l..4l + 4`, the `vpdpbusd` layout), which the caller
+//! scales and accumulates in f32 lanes. Every level keeps that layout, so all levels sum in the
+//! same order and only the instructions differ.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Integer dot-product instruction sets, best last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum IntLevel {
+    Scalar,
+    /// `vpmaddubsw` + `vpmaddwd`.
+    Avx2,
+    /// AVX-VNNI `vpdpbusd` on 256-bit vectors (Alder Lake and later, Zen 5).
+    AvxVnni,
+    /// AVX-512 VNNI `vpdpbusd` on 256-bit vectors (Ice Lake, Sapphire Rapids, Zen 4).
+    Avx512Vnni,
+}
+
+impl IntLevel {
+    pub(crate) fn is_supported(self) -> bool {
+        match self {
+            IntLevel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            IntLevel::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            IntLevel::AvxVnni => {
+                IntLevel::Avx2.is_supported() && is_x86_feature_detected!("avxvnni")
+            }
+            #[cfg(target_arch = "x86_64")]
+            IntLevel::Avx512Vnni => {
+                IntLevel::Avx2.is_supported()
+                    && is_x86_feature_detected!("avx512vnni")
+                    && is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every level this CPU runs, lowest first.
+    #[cfg(test)]
+    pub(crate) fn supported() -> Vec<IntLevel> {
+        [
+            IntLevel::Scalar,
+            IntLevel::Avx2,
+            IntLevel::AvxVnni,
+            IntLevel::Avx512Vnni,
+        ]
+        .into_iter()
+        .filter(|level| level.is_supported())
+        .collect()
+    }
+
+    /// The integer level that goes with a float [`crate::SimdLevel`] (so `KEYE_SIMD=avx2` or
+    /// `scalar` also caps the quantized kernels): VNNI where the CPU has it.
+    pub(crate) fn for_simd(level: crate::SimdLevel) -> IntLevel {
+        use crate::SimdLevel;
+        let candidates: &[IntLevel] = match level {
+            SimdLevel::Avx512 => &[IntLevel::Avx512Vnni, IntLevel::AvxVnni, IntLevel::Avx2],
+            SimdLevel::Avx2 => &[IntLevel::AvxVnni, IntLevel::Avx2],
+            _ => &[],
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|level| level.is_supported())
+            .unwrap_or(IntLevel::Scalar)
+    }
+}
+
+/// Runs `$body` with `$d` bound to the [`IntDot`] token of `$level`, compiled for that level;
+/// an unsupported level runs the scalar code.
+macro_rules! dispatch_int {
+    ($level:expr, |$d:ident| $body:expr) => {{
+        use $crate::quant::intdot::IntLevel;
+        let level = $level;
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU supports the level (checked by the guard).
+            IntLevel::Avx512Vnni if level.is_supported() => {
+                unsafe { $crate::quant::intdot::Avx512Vnni::new_unchecked() }.vectorize(
+                    #[inline(always)]
+                    |$d| $body,
+                )
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            IntLevel::AvxVnni if level.is_supported() => {
+                unsafe { $crate::quant::intdot::AvxVnni::new_unchecked() }.vectorize(
+                    #[inline(always)]
+                    |$d| $body,
+                )
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            IntLevel::Avx2 if level.is_supported() => {
+                unsafe { $crate::quant::intdot::Avx2::new_unchecked() }.vectorize(
+                    #[inline(always)]
+                    |$d| $body,
+                )
+            }
+            _ => {
+                let $d = $crate::quant::intdot::Scalar;
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use dispatch_int;
+
+/// Block dot products and the f32 accumulation around them. Tokens exist only where the CPU
+/// has the instructions; methods taking pointers are `unsafe` and read 32 bytes (16 for
+/// [`IntDot::load_nibbles`]).
+pub(crate) trait IntDot: Copy {
+    /// 32 bytes.
+    type Bytes: Copy;
+    /// 8 × i32.
+    type Ints: Copy;
+    /// 8 × f32.
+    type Floats: Copy;
+
+    /// # Safety
+    /// 32 bytes at `p` are readable.
+    unsafe fn load(self, p: *const u8) -> Self::Bytes;
+    /// Unpacks 16 bytes of nibble pairs into 32 values `0..=15`: the low nibbles first (values
+    /// `0..16`), then the high ones (values `16..32`), the `Q4_0` order.
+    ///
+    /// # Safety
+    /// 16 bytes at `p` are readable.
+    unsafe fn load_nibbles(self, p: *const u8) -> Self::Bytes;
+    /// The low and the high nibbles of 32 bytes: two `Q4_K` sub-blocks.
+    fn split_nibbles(self, packed: Self::Bytes) -> (Self::Bytes, Self::Bytes);
+    /// Lane sums of signed × signed byte products.
+    fn dot_signed(self, w: Self::Bytes, a: Self::Bytes) -> Self::Ints;
+    /// Lane sums of unsigned `w` (at most 127, so pair sums fit i16) × signed `a`.
+    fn dot_unsigned(self, w: Self::Bytes, a: Self::Bytes) -> Self::Ints;
+    fn zero(self) -> Self::Floats;
+    fn zero_bytes(self) -> Self::Bytes;
+    /// `acc + sums · scale`.
+    fn scale_add(self, acc: Self::Floats, sums: Self::Ints, scale: f32) -> Self::Floats;
+    fn reduce(self, acc: Self::Floats) -> f32;
+    /// Converts a little-endian f16 at `p` (any alignment) to f32.
+    ///
+    /// # Safety
+    /// 2 bytes at `p` are readable.
+    unsafe fn read_f16(self, p: *const u8) -> f32;
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Scalar;
+
+impl IntDot for Scalar {
+    type Bytes = [u8; 32];
+    type Ints = [i32; 8];
+    type Floats = [f32; 8];
+
+    #[inline(always)]
+    unsafe fn load(self, p: *const u8) -> [u8; 32] {
+        // SAFETY: caller guarantees 32 readable bytes; u8 has no alignment.
+        unsafe { *p.cast::<[u8; 32]>() }
+    }
+    #[inline(always)]
+    unsafe fn load_nibbles(self, p: *const u8) -> [u8; 32] {
+        // SAFETY: caller guarantees 16 readable bytes.
+        let packed = unsafe { *p.cast::<[u8; 16]>() };
+        std::array::from_fn(|i| {
+            if i < 16 {
+                packed[i] & 0x0f
+            } else {
+                packed[i - 16] >> 4
+            }
+        })
+    }
+    #[inline(always)]
+    fn split_nibbles(self, packed: [u8; 32]) -> ([u8; 32], [u8; 32]) {
+        (packed.map(|b| b & 0x0f), packed.map(|b| b >> 4))
+    }
+    #[inline(always)]
+    fn dot_signed(self, w: [u8; 32], a: [u8; 32]) -> [i32; 8] {
+        std::array::from_fn(|l| {
+            (4 * l..4 * l + 4)
+                .map(|i| i32::from(w[i] as i8) * i32::from(a[i] as i8))
+                .sum()
+        })
+    }
+    #[inline(always)]
+    fn dot_unsigned(self, w: [u8; 32], a: [u8; 32]) -> [i32; 8] {
+        std::array::from_fn(|l| {
+            (4 * l..4 * l + 4)
+                .map(|i| i32::from(w[i]) * i32::from(a[i] as i8))
+                .sum()
+        })
+    }
+    #[inline(always)]
+    fn zero(self) -> [f32; 8] {
+        [0.0; 8]
+    }
+    #[inline(always)]
+    fn zero_bytes(self) -> [u8; 32] {
+        [0; 32]
+    }
+    #[inline(always)]
+    fn scale_add(self, acc: [f32; 8], sums: [i32; 8], scale: f32) -> [f32; 8] {
+        std::array::from_fn(|l| acc[l] + sums[l] as f32 * scale)
+    }
+    #[inline(always)]
+    fn reduce(self, acc: [f32; 8]) -> f32 {
+        // Pairwise, like the vector levels' horizontal adds.
+        let quad: [f32; 4] = std::array::from_fn(|l| acc[l] + acc[l + 4]);
+        let pair = [quad[0] + quad[2], quad[1] + quad[3]];
+        pair[0] + pair[1]
+    }
+    #[inline(always)]
+    unsafe fn read_f16(self, p: *const u8) -> f32 {
+        // SAFETY: caller guarantees 2 readable bytes.
+        let bytes = unsafe { [*p, *p.add(1)] };
+        half::f16::from_le_bytes(bytes).to_f32()
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+
+    /// Token: AVX2, FMA and F16C.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2(());
+    /// Token: AVX2, FMA, F16C and AVX-VNNI.
+    #[derive(Clone, Copy)]
+    pub(crate) struct AvxVnni(());
+    /// Token: AVX2, FMA, F16C and AVX-512 F/VL/VNNI.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512Vnni(());
+
+    /// `new_unchecked` and `vectorize` (running a closure inside a function compiled with the
+    /// token's features) for each token.
+    macro_rules! token {
+        ($token:ident, $features:literal) => {
+            impl $token {
+                /// # Safety
+                /// The CPU supports the token's features.
+                pub(crate) unsafe fn new_unchecked() -> Self {
+                    $token(())
+                }
+
+                #[inline(always)]
+                pub(crate) fn vectorize<R>(self, f: impl FnOnce($token) -> R) -> R {
+                    #[target_feature(enable = $features)]
+                    fn run<R>(token: $token, f: impl FnOnce($token) -> R) -> R {
+                        f(token)
+                    }
+                    // SAFETY: the token exists only if the CPU supports the features.
+                    unsafe { run(self, f) }
+                }
+            }
+        };
+    }
+    token!(Avx2, "avx2,fma,f16c");
+    token!(AvxVnni, "avx2,fma,f16c,avxvnni");
+    token!(Avx512Vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
+
+    // The intrinsics need `unsafe` only because these methods are not `#[target_feature]`
+    // functions themselves; they are always inlined into one that is (see `dispatch_int!`),
+    // and the token proves the CPU has the instructions.
+
+    /// The operations shared by the three x86 levels; `dot_unsigned` is what differs.
+    macro_rules! common_x86 {
+        () => {
+            type Bytes = __m256i;
+            type Ints = __m256i;
+            type Floats = __m256;
+
+            #[inline(always)]
+            unsafe fn load(self, p: *const u8) -> __m256i {
+                // SAFETY: caller guarantees 32 readable bytes; unaligned load.
+                unsafe { _mm256_loadu_si256(p.cast()) }
+            }
+            #[inline(always)]
+            unsafe fn load_nibbles(self, p: *const u8) -> __m256i {
+                // SAFETY: caller guarantees 16 readable bytes.
+                unsafe {
+                    let packed = _mm_loadu_si128(p.cast());
+                    let high = _mm_srli_epi16(packed, 4);
+                    let both = _mm256_set_m128i(high, packed);
+                    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+                }
+            }
+            #[inline(always)]
+            fn split_nibbles(self, packed: __m256i) -> (__m256i, __m256i) {
+                unsafe {
+                    let mask = _mm256_set1_epi8(0x0f);
+                    (
+                        _mm256_and_si256(packed, mask),
+                        _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask),
+                    )
+                }
+            }
+            #[inline(always)]
+            fn dot_signed(self, w: __m256i, a: __m256i) -> __m256i {
+                // |w| as unsigned bytes (|-128| reads back as 128) times a with w's sign.
+                unsafe { self.dot_unsigned(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w)) }
+            }
+            #[inline(always)]
+            fn zero(self) -> __m256 {
+                unsafe { _mm256_setzero_ps() }
+            }
+            #[inline(always)]
+            fn zero_bytes(self) -> __m256i {
+                unsafe { _mm256_setzero_si256() }
+            }
+            #[inline(always)]
+            fn scale_add(self, acc: __m256, sums: __m256i, scale: f32) -> __m256 {
+                unsafe { _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(scale), acc) }
+            }
+            #[inline(always)]
+            fn reduce(self, acc: __m256) -> f32 {
+                unsafe {
+                    let quad =
+                        _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+                    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+                    _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+                }
+            }
+            #[inline(always)]
+            unsafe fn read_f16(self, p: *const u8) -> f32 {
+                // SAFETY: caller guarantees 2 readable bytes.
+                unsafe {
+                    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+                    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+                }
+            }
+        };
+    }
+
+    impl IntDot for Avx2 {
+        common_x86!();
+        #[inline(always)]
+        fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
+            // Pair sums are at most 2 · 128 · 127 (|a| <= 127), inside i16: no saturation.
+            unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1)) }
+        }
+    }
+
+    impl IntDot for AvxVnni {
+        common_x86!();
+        #[inline(always)]
+        fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
+            unsafe { _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w, a) }
+        }
+    }
+
+    impl IntDot for Avx512Vnni {
+        common_x86!();
+        #[inline(always)]
+        fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
+            unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a) }
+        }
+    }
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512Vnni, AvxVnni};
