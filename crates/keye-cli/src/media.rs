@@ -9,7 +9,6 @@ use keye_media::{
     FrameKind, Generation, ImageFormat, MediaPolicy, ProcessorConfig, UtilsLimits, VideoInput,
     VideoOrigin, VideoPlan, VideoSettings, VideoSizing, load_video, plan_video,
 };
-use keye_model::{Architecture, KeyeConfig};
 use serde_json::json;
 
 use crate::args::{ImageArgs, VideoArgs};
@@ -21,8 +20,8 @@ pub struct MediaArgs {
     /// of images, form a video given as frames.
     #[arg(required = true)]
     pub sources: Vec<String>,
-    /// Checkpoint folder whose config, preprocessor settings and tokenizer to use (no weights
-    /// are read). Without it, `--arch` picks the built-in rules.
+    /// Checkpoint folder or keye GGUF file whose config, preprocessor settings and tokenizer to
+    /// use (no weights are read). Without it, `--arch` picks the built-in rules.
     #[arg(long, short)]
     pub model: Option<PathBuf>,
     /// Model generation whose preprocessing rules apply when no --model is given.
@@ -130,23 +129,14 @@ fn rules(args: &MediaArgs) -> Result<Rules> {
             merge: 2,
         });
     };
-    let config = KeyeConfig::from_file(&dir.join("config.json"))?;
-    let generation = match config.architecture()? {
-        Architecture::Preview => Generation::Preview,
-        Architecture::V1_5 => Generation::V1_5,
-    };
-    let processor_path = dir.join("preprocessor_config.json");
-    let processor = if processor_path.is_file() {
-        ProcessorConfig::from_file(&processor_path, generation)?
-    } else {
-        ProcessorConfig::defaults(generation)
-    };
+    let settings = keye::InputSettings::read(dir)?;
+    let generation = settings.generation()?;
     Ok(Rules {
         generation,
-        processor,
+        processor: settings.processor,
         limits: UtilsLimits::from_env(generation)?,
-        tokenizer: Some(Tokenizer::from_model_dir(dir)?),
-        merge: config.vision_config.spatial_merge_size,
+        tokenizer: Some(settings.tokenizer),
+        merge: settings.config.vision_config.spatial_merge_size,
     })
 }
 

@@ -626,6 +626,59 @@ fn quantize_writes_a_gguf_file_that_answers_like_quantizing_at_load() {
     );
     assert_eq!(from_file, at_load);
     assert_eq!(from_file.len(), 16);
+
+    // The media inspector reads the same settings and tokenizer from the file as from the folder.
+    let inspect = |model: &str| {
+        let out = keye(&[
+            "media",
+            image.to_str().unwrap(),
+            "--model",
+            model,
+            "--output",
+            "json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    assert_eq!(
+        inspect(file.to_str().unwrap()),
+        inspect(model.to_str().unwrap())
+    );
+}
+
+#[test]
+fn eight_bit_kv_cache_is_a_flag() {
+    let model = tiny_model();
+    let image = case("image_224x168").join("inputs/img_224x168.png");
+    let mut args = vec![
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--kv-cache",
+        "q8",
+        "--image",
+        image.to_str().unwrap(),
+    ];
+    args.extend(GREEDY);
+    args.extend(["--output", "json", "Describe this image in detail."]);
+    let out = keye(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_ids(&out).len(), 16);
+
+    let out = keye(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--kv-cache",
+        "q4",
+        "hi",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown KV cache format `q4`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -35,8 +35,8 @@ use std::time::Instant;
 use keye_chat::{ChatTemplate, PromptAssembler, StopMatcher, StreamDecoder, Tokenizer};
 use keye_media::{ProcessorConfig, UtilsLimits};
 use keye_model::{
-    GenerationConfig, KeyeModel, MAX_EXACT_VERIFY_ROWS, Sampler, SamplingParams, SequenceChunk,
-    WeightFormats,
+    GenerationConfig, KeyeConfig, KeyeModel, MAX_EXACT_VERIFY_ROWS, Sampler, SamplingParams,
+    SequenceChunk, WeightFormats,
 };
 
 use crate::files::{ModelFiles, ModelText};
@@ -84,6 +84,43 @@ pub struct LoadOptions {
     pub quant_vision: WeightFormat,
     /// Storage of each request's KV cache.
     pub kv_cache: KvCacheFormat,
+}
+
+/// What a model's files say about its inputs, read without its weights (`keye media`).
+pub struct InputSettings {
+    pub config: KeyeConfig,
+    /// `preprocessor_config.json`, or the defaults of the model's generation.
+    pub processor: ProcessorConfig,
+    pub tokenizer: Tokenizer,
+}
+
+impl InputSettings {
+    /// `path` is a checkpoint folder or a GGUF file written by `keye quantize`.
+    pub fn read(path: &Path) -> Result<Self> {
+        Self::from_files(&ModelFiles::open(path)?)
+    }
+
+    fn from_files(files: &ModelFiles) -> Result<Self> {
+        let config = KeyeConfig::from_json(
+            &files.required_text(ModelText::Config)?,
+            &files.origin(ModelText::Config),
+        )?;
+        let generation_rules = media_generation(config.architecture()?);
+        let processor = match files.text(ModelText::PreprocessorConfig)? {
+            Some(json) => ProcessorConfig::from_json(&json, generation_rules)?,
+            None => ProcessorConfig::defaults(generation_rules),
+        };
+        Ok(Self {
+            config,
+            processor,
+            tokenizer: files.tokenizer()?,
+        })
+    }
+
+    /// The preprocessing rules (Preview or 1.5) the model's generation uses.
+    pub fn generation(&self) -> Result<keye_media::Generation> {
+        Ok(media_generation(self.config.architecture()?))
+    }
 }
 
 /// Default answer length when neither the request nor `generation_config.json` sets one.
@@ -140,16 +177,15 @@ impl Keye {
             ModelFiles::Folder(dir) => KeyeModel::load_with_formats(dir, formats)?,
             ModelFiles::Gguf(file) => KeyeModel::from_gguf(file, formats)?,
         };
-        let tokenizer = files.tokenizer()?;
+        let InputSettings {
+            processor,
+            tokenizer,
+            ..
+        } = InputSettings::from_files(&files)?;
         let template = files.chat_template()?;
         let assembler =
             PromptAssembler::new(&tokenizer, model.config().vision_config.spatial_merge_size)?;
-        let generation_rules = media_generation(model.architecture());
-        let processor = match files.text(ModelText::PreprocessorConfig)? {
-            Some(json) => ProcessorConfig::from_json(&json, generation_rules)?,
-            None => ProcessorConfig::defaults(generation_rules),
-        };
-        let media_limits = UtilsLimits::from_env(generation_rules)?;
+        let media_limits = UtilsLimits::from_env(media_generation(model.architecture()))?;
         let generation = match files.text(ModelText::GenerationConfig)? {
             Some(json) => {
                 GenerationConfig::from_json(&json, &files.origin(ModelText::GenerationConfig))?
