@@ -23,7 +23,6 @@
 
 mod activation;
 mod attention;
-mod blocked;
 mod embedding;
 mod error;
 mod kv_q8;

@@ -10,7 +10,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::error::{KernelError, expect_len};
-use crate::parallel::{SharedMut, threads};
+use crate::parallel::{SharedMut, threads, with_scratch};
 use crate::quant::{QuantType, dequantize};
 use crate::simd::{Element, Simd, SimdLevel, dispatch, load_upto, store_upto};
 
@@ -88,7 +88,9 @@ pub(crate) fn linear_at(
             // SAFETY: lengths validated above; `w` is [n, k] row-major, read as the k×n matrix wᵀ.
             unsafe { gemm_f32(x, m, k, w.as_ptr(), n, n, bias.is_some(), out.as_mut_ptr()) };
         }
-        Weights::Bf16(w) => crate::blocked::gemm(level, x, m, k, w, n, bias, out),
+        Weights::Bf16(w) => gemm_by_panels(x, m, k, n, bias, out, |row, values| {
+            widen_serial(level, &w[row * k..(row + 1) * k], values)
+        }),
         Weights::Quantized(ty, w) => {
             crate::quant::matmul::linear(level, x, m, k, ty, w, n, bias, out)
         }
@@ -403,6 +405,56 @@ pub(crate) unsafe fn gemm_f32(
             gemm::Parallelism::Rayon(0),
         )
     }
+}
+
+/// Decoded f32 values a GEMM panel holds (32 MiB): enough weight rows (2048 at k = 4096) that
+/// decoding them and the `gemm` call's own setup are a small fraction of the panel's multiply
+/// (8 MiB panels ran the 512×4096×12288 product at 110 GFLOP/s, 32 MiB at 145, f32 weights at
+/// 153), few enough to stay bounded for any `k`.
+const PANEL_VALUES: usize = 1 << 23;
+
+/// `out = x · wᵀ (+ bias)` for many activation rows and weights stored other than as f32:
+/// decodes a bounded panel of weight rows at a time into f32 scratch (`decode_row(row, values)`,
+/// rows in parallel) and multiplies it with the `gemm` crate's blocked f32 kernel. Decoding
+/// costs 1/m of the multiply per weight, and no f32 copy of the whole matrix ever exists.
+/// Shapes validated by `linear_at`, all positive.
+pub(crate) fn gemm_by_panels(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    decode_row: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    fill_with_bias(out, n, bias);
+    let panel_rows = (PANEL_VALUES / k).clamp(1, n);
+    with_scratch(panel_rows * k, |decoded| {
+        let mut start = 0;
+        while start < n {
+            let rows = panel_rows.min(n - start);
+            let panel = &mut decoded[..rows * k];
+            panel
+                .par_chunks_mut(k)
+                .enumerate()
+                .for_each(|(row, values)| decode_row(start + row, values));
+            // SAFETY: `panel` is `rows` weight rows of `k` floats; output columns
+            // `start..start + rows` of the `[m, n]` output are in bounds.
+            unsafe {
+                gemm_f32(
+                    x,
+                    m,
+                    k,
+                    panel.as_ptr(),
+                    rows,
+                    n,
+                    true,
+                    out.as_mut_ptr().add(start),
+                )
+            };
+            start += rows;
+        }
+    });
 }
 
 /// Widens bf16 to f32 (exact) on the calling thread.

@@ -15,8 +15,8 @@ use rayon::prelude::*;
 
 use super::intdot::{IntDot, IntLevel, dispatch_int};
 use super::{QuantType, dequantize_blocks, formats};
-use crate::linear::{STREAMING_MAX_ROWS, fill_with_bias, gemm_f32};
-use crate::parallel::{SharedMut, threads, with_scratch};
+use crate::linear::{STREAMING_MAX_ROWS, gemm_by_panels};
+use crate::parallel::{SharedMut, threads};
 use crate::simd::SimdLevel;
 
 /// Values per activation block: one integer dot product, and one `Q4_K` sub-block.
@@ -25,9 +25,6 @@ const ACTIVATION_BLOCK: usize = 32;
 const ROW_TILE: usize = 4;
 /// Weight rows streamed together: several independent memory streams and accumulator chains.
 const WEIGHT_TILE: usize = 4;
-/// Decoded f32 values a GEMM panel holds (8 MiB): enough rows that decoding is a small fraction
-/// of the panel's multiply, few enough to stay bounded for any `k`.
-const PANEL_VALUES: usize = 1 << 21;
 
 /// Shapes validated by `linear_at`: `x` `[m, k]`, `w` `n` rows of `k` values in `ty` blocks,
 /// `out` `[m, n]`, all positive.
@@ -362,32 +359,7 @@ fn gemm_decoded(
     out: &mut [f32],
 ) {
     let row_bytes = k / ty.block_values() * ty.block_bytes();
-    fill_with_bias(out, n, bias);
-    let panel_rows = (PANEL_VALUES / k).clamp(1, n);
-    with_scratch(panel_rows * k, |decoded| {
-        let mut start = 0;
-        while start < n {
-            let rows = panel_rows.min(n - start);
-            let panel = &mut decoded[..rows * k];
-            panel
-                .par_chunks_mut(k)
-                .zip(w[start * row_bytes..(start + rows) * row_bytes].par_chunks(row_bytes))
-                .for_each(|(values, blocks)| dequantize_blocks(ty, blocks, values));
-            // SAFETY: `panel` is `rows` weight rows of `k` floats; output columns
-            // `start..start + rows` of the `[m, n]` output are in bounds.
-            unsafe {
-                gemm_f32(
-                    x,
-                    m,
-                    k,
-                    panel.as_ptr(),
-                    rows,
-                    n,
-                    true,
-                    out.as_mut_ptr().add(start),
-                )
-            };
-            start += rows;
-        }
+    gemm_by_panels(x, m, k, n, bias, out, |row, values| {
+        dequantize_blocks(ty, &w[row * row_bytes..(row + 1) * row_bytes], values)
     });
 }

@@ -222,10 +222,6 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
 
     fn reduce_sum(self, a: Self::V) -> f32;
     fn reduce_max(self, a: Self::V) -> f32;
-
-    /// Transposes the `LANES × LANES` block in `block[..LANES]`: lane `c` of vector `r` moves to
-    /// lane `r` of vector `c`.
-    fn transpose(self, block: &mut [Self::V]);
 }
 
 /// Loads vectors from either weight storage type; lets one kernel serve f32 and bf16 weights.

@@ -160,12 +160,4 @@ impl Simd for Portable {
     fn reduce_max(self, a: Lanes) -> f32 {
         a.into_iter().fold(f32::NEG_INFINITY, f32::max)
     }
-
-    #[inline(always)]
-    fn transpose(self, block: &mut [Lanes]) {
-        let source: [Lanes; LANES] = std::array::from_fn(|r| block[r]);
-        for (c, column) in block[..LANES].iter_mut().enumerate() {
-            *column = std::array::from_fn(|r| source[r][c]);
-        }
-    }
 }

@@ -203,36 +203,6 @@ impl Simd for Avx2 {
             _mm_cvtss_f32(_mm_max_ss(pair, _mm_shuffle_ps::<1>(pair, pair)))
         }
     }
-
-    #[inline(always)]
-    fn transpose(self, block: &mut [__m256]) {
-        unsafe {
-            let mut pairs = [_mm256_setzero_ps(); 8];
-            for (i, pair) in pairs.iter_mut().enumerate() {
-                let (a, b) = (block[i & !1], block[i | 1]);
-                *pair = if i % 2 == 0 {
-                    _mm256_unpacklo_ps(a, b)
-                } else {
-                    _mm256_unpackhi_ps(a, b)
-                };
-            }
-            // Per 128-bit lane L, quads[4g + c] = column 4L + c of rows 4g..4g+4.
-            let mut quads = [_mm256_setzero_ps(); 8];
-            for (i, quad) in quads.iter_mut().enumerate() {
-                let (g, c) = (i / 4, i % 4);
-                let (a, b) = (pairs[4 * g + c / 2], pairs[4 * g + 2 + c / 2]);
-                *quad = if c % 2 == 0 {
-                    _mm256_shuffle_ps::<0x44>(a, b)
-                } else {
-                    _mm256_shuffle_ps::<0xEE>(a, b)
-                };
-            }
-            for c in 0..4 {
-                block[c] = _mm256_permute2f128_ps::<0x20>(quads[c], quads[4 + c]);
-                block[4 + c] = _mm256_permute2f128_ps::<0x31>(quads[c], quads[4 + c]);
-            }
-        }
-    }
 }
 
 /// All-ones in the first `len` 32-bit lanes.
@@ -387,51 +357,6 @@ impl Simd for Avx512 {
         unsafe {
             let oct = _mm256_max_ps(_mm512_castps512_ps256(a), upper_half(a));
             Avx2(()).reduce_max(oct)
-        }
-    }
-
-    #[inline(always)]
-    fn transpose(self, block: &mut [__m512]) {
-        unsafe {
-            let mut pairs = [_mm512_setzero_ps(); 16];
-            for (i, pair) in pairs.iter_mut().enumerate() {
-                let (a, b) = (block[i & !1], block[i | 1]);
-                *pair = if i % 2 == 0 {
-                    _mm512_unpacklo_ps(a, b)
-                } else {
-                    _mm512_unpackhi_ps(a, b)
-                };
-            }
-            // Per 128-bit lane L, quads[4g + c] = column 4L + c of rows 4g..4g+4.
-            let mut quads = [_mm512_setzero_ps(); 16];
-            for (i, quad) in quads.iter_mut().enumerate() {
-                let (g, c) = (i / 4, i % 4);
-                let (a, b) = (pairs[4 * g + c / 2], pairs[4 * g + 2 + c / 2]);
-                *quad = if c % 2 == 0 {
-                    _mm512_shuffle_ps::<0x44>(a, b)
-                } else {
-                    _mm512_shuffle_ps::<0xEE>(a, b)
-                };
-            }
-            // Lanes (column c | 8 + c) or (4 + c | 12 + c), rows 0..8 (h = 0) or 8..16 (h = 1).
-            let mut halves = [_mm512_setzero_ps(); 16];
-            for (i, half) in halves.iter_mut().enumerate() {
-                let (h, odd, c) = (i / 8, (i / 4) % 2, i % 4);
-                let (a, b) = (quads[8 * h + c], quads[8 * h + 4 + c]);
-                *half = if odd == 0 {
-                    _mm512_shuffle_f32x4::<0x88>(a, b)
-                } else {
-                    _mm512_shuffle_f32x4::<0xDD>(a, b)
-                };
-            }
-            for c in 0..4 {
-                let (low, high) = (halves[c], halves[8 + c]);
-                block[c] = _mm512_shuffle_f32x4::<0x88>(low, high);
-                block[8 + c] = _mm512_shuffle_f32x4::<0xDD>(low, high);
-                let (low, high) = (halves[4 + c], halves[12 + c]);
-                block[4 + c] = _mm512_shuffle_f32x4::<0x88>(low, high);
-                block[12 + c] = _mm512_shuffle_f32x4::<0xDD>(low, high);
-            }
         }
     }
 }
