@@ -664,40 +664,19 @@ fn eight_bit_kv_cache_is_a_flag() {
     let out = keye(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_ids(&out).len(), 16);
-
-    let out = keye(&[
-        "run",
-        "--model",
-        model.to_str().unwrap(),
-        "--kv-cache",
-        "q4",
-        "hi",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("unknown KV cache format `q4`"),
-        "{}",
-        stderr(&out)
-    );
 }
 
 #[test]
-fn unknown_weight_formats_and_foreign_files_are_clear_errors() {
+fn unknown_weight_and_cache_formats_and_foreign_files_are_clear_errors() {
     let model = tiny_model();
-    let out = keye(&[
-        "run",
-        "--model",
-        model.to_str().unwrap(),
-        "--quant",
-        "q6_k",
-        "hi",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("unknown weight format `q6_k`"),
-        "{}",
-        stderr(&out)
-    );
+    for (flag, value, message) in [
+        ("--quant", "q6_k", "unknown weight format `q6_k`"),
+        ("--kv-cache", "q4", "unknown KV cache format `q4`"),
+    ] {
+        let out = keye(&["run", "--model", model.to_str().unwrap(), flag, value, "hi"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(message), "{}", stderr(&out));
+    }
 
     let tmp = tempfile::tempdir().unwrap();
     let not_gguf = tmp.path().join("model.gguf");

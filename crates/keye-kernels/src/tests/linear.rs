@@ -143,9 +143,10 @@ fn streaming_bf16_path_equals_f32_path_on_widened_weights() {
 
 #[test]
 fn panels_cover_wide_matrices() {
-    // More weight rows than fit one widened panel, and a partial last panel.
-    let (k, n) = (1024, 2048 + 40);
-    let case = Case::new(11, 20, k, n, true);
+    // Enough activation rows for the GEMM path, more weight rows than fit one widened panel
+    // (2048 at k = 4096), and a partial last panel.
+    let (k, n) = (4096, 2048 + 40);
+    let case = Case::new(11, 130, k, n, true);
     case.check(SimdLevel::detected(), true);
 }
 
