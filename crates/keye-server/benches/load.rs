@@ -6,8 +6,10 @@
 //!    the reference's, no 5xx, and the process's RSS must come back to its baseline;
 //! 2. requests/s, p50/p99 time to first token and tokens/s at concurrency 1, 4, 16 and 64.
 //!
-//! With `KEYE_BENCH_MODEL=<checkpoint folder>` (e.g. the full-size random-weight model) only
-//! the figures at concurrency 1 and 4 are measured, on that model.
+//! With `KEYE_BENCH_MODEL=<checkpoint folder>` only the figures at concurrency 1 and 4 are
+//! measured, on that model. For the full-size random-weight model, link `keye bench`'s
+//! checkpoint files and `tests/fixtures/keye-vl-8b-preview/*` (tokenizer, chat template,
+//! generation and preprocessor configs) into one folder.
 
 // The test helpers are shared with the integration tests; this program uses a subset.
 #[allow(dead_code)]
@@ -292,7 +294,7 @@ fn sweep(base: &str, levels: &[(usize, usize)], max_tokens: usize) {
             first_tokens[index].as_secs_f64() * 1e3
         };
         println!(
-            "{clients:>11}  {requests:>8}  {:>10.1}  {:>13.1}  {:>13.1}  {:>8.0}",
+            "{clients:>11}  {requests:>8}  {:>10.2}  {:>13.1}  {:>13.1}  {:>8.1}",
             requests as f64 / elapsed,
             percentile(0.5),
             percentile(0.99),
