@@ -177,15 +177,16 @@ impl Keye {
             ModelFiles::Folder(dir) => KeyeModel::load_with_formats(dir, formats)?,
             ModelFiles::Gguf(file) => KeyeModel::from_gguf(file, formats)?,
         };
+        let settings = InputSettings::from_files(&files)?;
+        let media_limits = UtilsLimits::from_env(settings.generation()?)?;
         let InputSettings {
             processor,
             tokenizer,
             ..
-        } = InputSettings::from_files(&files)?;
+        } = settings;
         let template = files.chat_template()?;
         let assembler =
             PromptAssembler::new(&tokenizer, model.config().vision_config.spatial_merge_size)?;
-        let media_limits = UtilsLimits::from_env(media_generation(model.architecture()))?;
         let generation = match files.text(ModelText::GenerationConfig)? {
             Some(json) => {
                 GenerationConfig::from_json(&json, &files.origin(ModelText::GenerationConfig))?

@@ -43,7 +43,10 @@ pub(crate) fn linear(
     if m <= STREAMING_MAX_ROWS {
         gemv(IntLevel::for_simd(level), x, m, k, ty, w, n, bias, out);
     } else {
-        gemm_decoded(x, m, k, ty, w, n, bias, out);
+        let row_bytes = k / ty.block_values() * ty.block_bytes();
+        gemm_by_panels(x, m, k, n, bias, out, |row, values| {
+            dequantize_blocks(ty, &w[row * row_bytes..(row + 1) * row_bytes], values)
+        });
     }
 }
 
@@ -345,21 +348,4 @@ unsafe fn row_dots_q4k<D: IntDot, const R: usize, const T: usize>(
             dots[r][t] = d.reduce(acc[r][t]) - mins[r][t];
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_decoded(
-    x: &[f32],
-    m: usize,
-    k: usize,
-    ty: QuantType,
-    w: &[u8],
-    n: usize,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    let row_bytes = k / ty.block_values() * ty.block_bytes();
-    gemm_by_panels(x, m, k, n, bias, out, |row, values| {
-        dequantize_blocks(ty, &w[row * row_bytes..(row + 1) * row_bytes], values)
-    });
 }
