@@ -5,11 +5,11 @@
 //! reference up to summation order. Activations are never rounded to bf16.
 //!
 //! GGML block-quantized weights ([`QuantType`]: `Q8_0`, `Q4_0`, `Q4_K`, byte-compatible with
-//! GGUF files) are the exception, as in llama.cpp: for few activation rows (decode) [`linear`]
-//! rounds the activations to 8-bit blocks of 32 and uses integer dot products, so its results
-//! are close to, not equal to, the f32 product with the dequantized weights (the error is
-//! bounded by `Σ |w| · absmax(x block) / 254`); for many rows it decodes the weights to f32
-//! panels and keeps the activations exact. The optional 8-bit KV cache ([`Q8Rows`],
+//! GGUF files) are the exception, as in llama.cpp: [`linear`] rounds the activations to 8-bit
+//! blocks of 32 and uses integer dot products, so its results are close to, not equal to, the
+//! f32 product with the dequantized weights (the error is bounded by
+//! `Σ |w| · absmax(x block) / 254`). Only for many rows on a CPU without AVX-512 VNNI does it
+//! decode the weights to f32 panels and keep the activations exact. The optional 8-bit KV cache ([`Q8Rows`],
 //! [`attention_causal_q8`]) likewise rounds each cached row to 8 bits.
 //!
 //! Every kernel picks the best instruction set at run time (AVX-512, AVX2 + FMA, or portable

@@ -143,6 +143,24 @@ pub(crate) trait IntDot: Copy {
     /// `acc + sums · scale`.
     fn scale_add(self, acc: Self::Floats, sums: Self::Ints, scale: f32) -> Self::Floats;
     fn reduce(self, acc: Self::Floats) -> f32;
+    fn add(self, a: Self::Floats, b: Self::Floats) -> Self::Floats;
+    fn mul(self, a: Self::Floats, b: Self::Floats) -> Self::Floats;
+    /// `acc + a · b`.
+    fn mul_add(self, a: Self::Floats, b: Self::Floats, acc: Self::Floats) -> Self::Floats;
+    fn splat(self, value: f32) -> Self::Floats;
+    /// The 8 bytes of `packed` (lowest first) as f32.
+    fn widen_bytes(self, packed: u64) -> Self::Floats;
+    /// `acc + sums · scales[lane]`; `lane < 8`.
+    fn scale_add_lane(
+        self,
+        acc: Self::Floats,
+        sums: Self::Ints,
+        scales: Self::Floats,
+        lane: usize,
+    ) -> Self::Floats;
+    /// # Safety
+    /// 8 floats at `p` are readable.
+    unsafe fn load_floats(self, p: *const f32) -> Self::Floats;
     /// Converts a little-endian f16 at `p` (any alignment) to f32.
     ///
     /// # Safety
@@ -213,6 +231,41 @@ impl IntDot for Scalar {
         let quad: [f32; 4] = std::array::from_fn(|l| acc[l] + acc[l + 4]);
         let pair = [quad[0] + quad[2], quad[1] + quad[3]];
         pair[0] + pair[1]
+    }
+    #[inline(always)]
+    fn add(self, a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|l| a[l] + b[l])
+    }
+    #[inline(always)]
+    fn mul(self, a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|l| a[l] * b[l])
+    }
+    #[inline(always)]
+    fn mul_add(self, a: [f32; 8], b: [f32; 8], acc: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|l| acc[l] + a[l] * b[l])
+    }
+    #[inline(always)]
+    fn splat(self, value: f32) -> [f32; 8] {
+        [value; 8]
+    }
+    #[inline(always)]
+    fn widen_bytes(self, packed: u64) -> [f32; 8] {
+        packed.to_le_bytes().map(f32::from)
+    }
+    #[inline(always)]
+    fn scale_add_lane(
+        self,
+        acc: [f32; 8],
+        sums: [i32; 8],
+        scales: [f32; 8],
+        lane: usize,
+    ) -> [f32; 8] {
+        self.scale_add(acc, sums, scales[lane])
+    }
+    #[inline(always)]
+    unsafe fn load_floats(self, p: *const f32) -> [f32; 8] {
+        // SAFETY: caller guarantees 8 readable floats.
+        unsafe { p.cast::<[f32; 8]>().read_unaligned() }
     }
     #[inline(always)]
     unsafe fn read_f16(self, p: *const u8) -> f32 {
@@ -324,6 +377,46 @@ mod x86 {
                     let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
                     _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
                 }
+            }
+            #[inline(always)]
+            fn add(self, a: __m256, b: __m256) -> __m256 {
+                unsafe { _mm256_add_ps(a, b) }
+            }
+            #[inline(always)]
+            fn mul(self, a: __m256, b: __m256) -> __m256 {
+                unsafe { _mm256_mul_ps(a, b) }
+            }
+            #[inline(always)]
+            fn mul_add(self, a: __m256, b: __m256, acc: __m256) -> __m256 {
+                unsafe { _mm256_fmadd_ps(a, b, acc) }
+            }
+            #[inline(always)]
+            fn splat(self, value: f32) -> __m256 {
+                unsafe { _mm256_set1_ps(value) }
+            }
+            #[inline(always)]
+            fn widen_bytes(self, packed: u64) -> __m256 {
+                unsafe {
+                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(packed as i64)))
+                }
+            }
+            #[inline(always)]
+            fn scale_add_lane(
+                self,
+                acc: __m256,
+                sums: __m256i,
+                scales: __m256,
+                lane: usize,
+            ) -> __m256 {
+                unsafe {
+                    let scale = _mm256_permutevar8x32_ps(scales, _mm256_set1_epi32(lane as i32));
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc)
+                }
+            }
+            #[inline(always)]
+            unsafe fn load_floats(self, p: *const f32) -> __m256 {
+                // SAFETY: caller guarantees 8 readable floats.
+                unsafe { _mm256_loadu_ps(p) }
             }
             #[inline(always)]
             unsafe fn read_f16(self, p: *const u8) -> f32 {

@@ -5,26 +5,29 @@
 //! an exact scale), and each weight row is streamed from memory once and dotted with every
 //! activation row by integer dot products ([`super::intdot`]), rayon splitting the weight rows.
 //!
-//! Prefill and vision (many rows) are bound by arithmetic: a bounded panel of weight rows is
-//! decoded to f32 at a time and multiplied by the `gemm` crate's blocked kernel, so the
-//! activations keep full precision there.
+//! Prefill and vision (many rows) are bound by arithmetic. With AVX-512 VNNI they take the
+//! integer GEMM ([`super::gemm`]) on the same 8-bit activation blocks; elsewhere a bounded panel
+//! of weight rows is decoded to f32 at a time and multiplied by the `gemm` crate's blocked
+//! kernel, the activations keeping full precision.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use super::intdot::{IntDot, IntLevel, dispatch_int};
-use super::{QuantType, dequantize_blocks, formats};
+use super::{QuantType, dequantize_blocks, formats, gemm};
 use crate::linear::{STREAMING_MAX_ROWS, gemm_by_panels};
 use crate::parallel::{SharedMut, threads};
 use crate::simd::SimdLevel;
 
 /// Values per activation block: one integer dot product, and one `Q4_K` sub-block.
-const ACTIVATION_BLOCK: usize = 32;
-/// Activation rows dotted per pass over the weight rows (accumulators stay in registers).
+pub(super) const ACTIVATION_BLOCK: usize = 32;
+/// Activation rows dotted per pass over a weight row (accumulators stay in registers).
 const ROW_TILE: usize = 4;
-/// Weight rows streamed together: several independent memory streams and accumulator chains.
+/// Weight rows tiled together when there are [`ROW_TILE`] activation rows or more.
 const WEIGHT_TILE: usize = 4;
+/// Accumulator chains when one activation row is dotted with one weight row.
+const CHAINS: usize = 4;
 
 /// Shapes validated by `linear_at`: `x` `[m, k]`, `w` `n` rows of `k` values in `ty` blocks,
 /// `out` `[m, n]`, all positive.
@@ -40,8 +43,11 @@ pub(crate) fn linear(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    let int_level = IntLevel::for_simd(level);
     if m <= STREAMING_MAX_ROWS {
-        gemv(IntLevel::for_simd(level), x, m, k, ty, w, n, bias, out);
+        gemv(int_level, x, m, k, ty, w, n, bias, out);
+    } else if int_level == IntLevel::Avx512Vnni && gemm::is_supported() {
+        gemm::linear(x, m, k, ty, w, n, bias, out);
     } else {
         let row_bytes = k / ty.block_values() * ty.block_bytes();
         gemm_by_panels(x, m, k, n, bias, out, |row, values| {
@@ -53,10 +59,10 @@ pub(crate) fn linear(
 /// Activation rows rounded to 8-bit blocks: `quants` `[m, k]` (i8 as bytes), and per block its
 /// scale and `scale · Σ quants` (for the `Q4_K` min term).
 #[derive(Default)]
-struct QuantizedRows {
-    quants: Vec<u8>,
-    scales: Vec<f32>,
-    scaled_sums: Vec<f32>,
+pub(super) struct QuantizedRows {
+    pub(super) quants: Vec<u8>,
+    pub(super) scales: Vec<f32>,
+    pub(super) scaled_sums: Vec<f32>,
 }
 
 thread_local! {
@@ -91,7 +97,7 @@ impl QuantizedRows {
 }
 
 /// Runs `f` with `x` quantized into this thread's reusable buffers.
-fn with_quantized_rows<R>(x: &[f32], f: impl FnOnce(&QuantizedRows) -> R) -> R {
+pub(super) fn with_quantized_rows<R>(x: &[f32], f: impl FnOnce(&QuantizedRows) -> R) -> R {
     let mut rows = ACTIVATIONS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
     rows.fill(x);
     let result = f(&rows);
@@ -113,7 +119,7 @@ pub(crate) fn gemv(
     out: &mut [f32],
 ) {
     let row_bytes = k / ty.block_values() * ty.block_bytes();
-    let chunk = n.div_ceil(threads() * 16).next_multiple_of(WEIGHT_TILE);
+    let chunk = n.div_ceil(threads() * 16);
     let out = SharedMut::new(out);
     with_quantized_rows(x, |activations| {
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|task| {
@@ -148,6 +154,12 @@ struct Operands<'a> {
 
 /// Output columns `rows` for every activation row.
 ///
+/// With fewer than [`ROW_TILE`] activation rows (decode), weight rows are streamed one after
+/// another, so each task reads one contiguous range of memory: interleaving several rows (a
+/// separate stream each, crossing a 4 KiB page every row) measured a third slower here, the
+/// hardware prefetchers restarting at every page. With more, the work is arithmetic and
+/// [`WEIGHT_TILE`] × [`ROW_TILE`] register tiles share each load.
+///
 /// # Safety
 /// `out` points to the `[m, n]` output; `rows ⊆ 0..n`; the operands are consistent.
 #[inline(always)]
@@ -160,28 +172,25 @@ unsafe fn gemv_rows<D: IntDot>(
 ) {
     let mut j = rows.start;
     while j < rows.end {
-        let mut first = 0;
-        let weight_rows = if rows.end - j >= WEIGHT_TILE {
+        let weight_rows = if o.m >= ROW_TILE && rows.end - j >= WEIGHT_TILE {
             WEIGHT_TILE
         } else {
             1
         };
+        let mut first = 0;
         while first < o.m {
             let tile = if o.m - first >= ROW_TILE { ROW_TILE } else { 1 };
-            let mut dots = [[0.0f32; ROW_TILE]; WEIGHT_TILE];
             // SAFETY: the tile's activation rows and weight rows are inside the operands.
-            unsafe {
+            let dots = unsafe {
                 match (weight_rows, tile) {
                     (WEIGHT_TILE, ROW_TILE) => {
-                        dots_for::<D, WEIGHT_TILE, ROW_TILE>(d, ty, o, j, first, &mut dots)
+                        dots_for::<D, WEIGHT_TILE, ROW_TILE, 1>(d, ty, o, j, first)
                     }
-                    (WEIGHT_TILE, _) => {
-                        dots_for::<D, WEIGHT_TILE, 1>(d, ty, o, j, first, &mut dots)
-                    }
-                    (_, ROW_TILE) => dots_for::<D, 1, ROW_TILE>(d, ty, o, j, first, &mut dots),
-                    _ => dots_for::<D, 1, 1>(d, ty, o, j, first, &mut dots),
+                    (WEIGHT_TILE, _) => dots_for::<D, WEIGHT_TILE, 1, 1>(d, ty, o, j, first),
+                    (_, ROW_TILE) => dots_for::<D, 1, ROW_TILE, 1>(d, ty, o, j, first),
+                    _ => dots_for::<D, 1, 1, CHAINS>(d, ty, o, j, first),
                 }
-            }
+            };
             for (r, dots) in dots[..weight_rows].iter().enumerate() {
                 let bias = o.bias.map_or(0.0, |b| b[j + r]);
                 for (t, dot) in dots[..tile].iter().enumerate() {
@@ -195,126 +204,184 @@ unsafe fn gemv_rows<D: IntDot>(
     }
 }
 
-/// `dots[r][t] = w[j + r] · x[first + t]` for `R` weight rows and `T` activation rows.
+type Dots = [[f32; ROW_TILE]; WEIGHT_TILE];
+
+/// `dots[r][t] = w[j + r] · x[first + t]` for `R` weight rows and `T` activation rows, each
+/// summed in `C` independent accumulator chains (one pair alone would otherwise wait on one
+/// chain of FMAs).
 ///
 /// # Safety
 /// `j + R <= n`, `first + T <= m`.
 #[inline(always)]
-unsafe fn dots_for<D: IntDot, const R: usize, const T: usize>(
+unsafe fn dots_for<D: IntDot, const R: usize, const T: usize, const C: usize>(
     d: D,
     ty: QuantType,
     o: &Operands<'_>,
     j: usize,
     first: usize,
-    dots: &mut [[f32; ROW_TILE]; WEIGHT_TILE],
-) {
+) -> Dots {
     let rows: [&[u8]; R] =
         std::array::from_fn(|r| &o.w[(j + r) * o.row_bytes..(j + r + 1) * o.row_bytes]);
-    // SAFETY: forwarded.
+    let blocks = o.k / ACTIVATION_BLOCK;
+    let tile = Tile {
+        quants: o.activations.quants[first * o.k..(first + T) * o.k].as_ptr(),
+        scales: o.activations.scales[first * blocks..(first + T) * blocks].as_ptr(),
+        scaled_sums: o.activations.scaled_sums[first * blocks..(first + T) * blocks].as_ptr(),
+        k: o.k,
+        blocks,
+    };
+    // SAFETY: forwarded; the tile holds `T` whole activation rows.
     unsafe {
         match ty {
-            QuantType::Q8_0 | QuantType::Q4_0 => row_dots::<D, R, T>(d, ty, o, rows, first, dots),
-            QuantType::Q4K => row_dots_q4k::<D, R, T>(d, o, rows, first, dots),
+            QuantType::Q8_0 => block_dots::<D, R, T, C, true>(d, rows, &tile),
+            QuantType::Q4_0 => block_dots::<D, R, T, C, false>(d, rows, &tile),
+            QuantType::Q4K => q4k_dots::<D, R, T, C>(d, rows, &tile),
         }
     }
 }
 
-/// [`dots_for`] on `Q8_0` or `Q4_0` weights. `Q4_0` dots the unsigned nibbles and subtracts
-/// `8 · Σ a` afterwards, cheaper than making the nibbles signed.
+/// `T` consecutive quantized activation rows.
+struct Tile {
+    quants: *const u8,
+    scales: *const f32,
+    scaled_sums: *const f32,
+    k: usize,
+    blocks: usize,
+}
+
+/// [`dots_for`] on `Q8_0` (`SIGNED`) or `Q4_0` weights. `Q4_0` dots the unsigned nibbles and
+/// subtracts `8 · Σ a` afterwards, cheaper than making the nibbles signed.
 ///
 /// # Safety
-/// `first + T <= m`; each of `rows` is one weight row of `k` values.
+/// `rows` are weight rows of `k` values; `a` holds `T` activation rows.
 #[inline(always)]
-unsafe fn row_dots<D: IntDot, const R: usize, const T: usize>(
+unsafe fn block_dots<
+    D: IntDot,
+    const R: usize,
+    const T: usize,
+    const C: usize,
+    const SIGNED: bool,
+>(
     d: D,
-    ty: QuantType,
-    o: &Operands<'_>,
     rows: [&[u8]; R],
-    first: usize,
-    dots: &mut [[f32; ROW_TILE]; WEIGHT_TILE],
-) {
-    let blocks = o.k / ACTIVATION_BLOCK;
-    let block_bytes = ty.block_bytes();
-    let quants = o.activations.quants[first * o.k..].as_ptr();
-    let scales = &o.activations.scales[first * blocks..(first + T) * blocks];
-    let scaled_sums = &o.activations.scaled_sums[first * blocks..(first + T) * blocks];
-    let mut acc = [[d.zero(); T]; R];
+    a: &Tile,
+) -> Dots {
+    let mut acc = [[[d.zero(); C]; T]; R];
     let mut offsets = [[0.0f32; T]; R];
-    // SAFETY: block `b` of a row spans `b·block_bytes..(b+1)·block_bytes`; activation block `b`
-    // of tile row `t` is at `t·k + 32·b` from the tile's first row.
+    let whole = a.blocks / C * C;
+    // SAFETY: every `b < blocks`.
     unsafe {
-        for b in 0..blocks {
-            let mut weight_scales = [0.0f32; R];
-            let mut levels = [d.zero_bytes(); R];
-            for r in 0..R {
-                let block = rows[r].as_ptr().add(b * block_bytes);
-                weight_scales[r] = d.read_f16(block);
-                levels[r] = if ty == QuantType::Q8_0 {
-                    d.load(block.add(2))
-                } else {
-                    d.load_nibbles(block.add(2))
-                };
-            }
-            for t in 0..T {
-                let a = d.load(quants.add(t * o.k + b * ACTIVATION_BLOCK));
-                let activation_scale = scales[t * blocks + b];
-                for r in 0..R {
-                    let sums = if ty == QuantType::Q8_0 {
-                        d.dot_signed(levels[r], a)
-                    } else {
-                        offsets[r][t] += weight_scales[r] * scaled_sums[t * blocks + b];
-                        d.dot_unsigned(levels[r], a)
-                    };
-                    acc[r][t] = d.scale_add(acc[r][t], sums, weight_scales[r] * activation_scale);
-                }
+        for group in (0..whole).step_by(C) {
+            for chain in 0..C {
+                let b = group + chain;
+                block_step::<D, R, T, C, SIGNED>(d, rows, a, b, chain, &mut acc, &mut offsets);
             }
         }
+        for b in whole..a.blocks {
+            block_step::<D, R, T, C, SIGNED>(d, rows, a, b, 0, &mut acc, &mut offsets);
+        }
     }
+    let mut dots = [[0.0; ROW_TILE]; WEIGHT_TILE];
     for r in 0..R {
         for t in 0..T {
-            dots[r][t] = d.reduce(acc[r][t]) - 8.0 * offsets[r][t];
+            dots[r][t] = d.reduce(sum_chains(d, acc[r][t])) - 8.0 * offsets[r][t];
+        }
+    }
+    dots
+}
+
+/// One block of [`block_dots`], summed into chain `chain`. A function, not a closure: a closure
+/// is not compiled into the caller's `#[target_feature]` function unless inlined, and then calls
+/// every intrinsic out of line.
+///
+/// # Safety
+/// As [`block_dots`]; `b` is a block of the rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn block_step<
+    D: IntDot,
+    const R: usize,
+    const T: usize,
+    const C: usize,
+    const SIGNED: bool,
+>(
+    d: D,
+    rows: [&[u8]; R],
+    a: &Tile,
+    b: usize,
+    chain: usize,
+    acc: &mut [[[D::Floats; C]; T]; R],
+    offsets: &mut [[f32; T]; R],
+) {
+    let block_bytes = if SIGNED {
+        QuantType::Q8_0.block_bytes()
+    } else {
+        QuantType::Q4_0.block_bytes()
+    };
+    // SAFETY: block `b` of a row spans `b·block_bytes..(b+1)·block_bytes`; activation block `b`
+    // of tile row `t` is at `t·k + 32·b`, its scale at `t·blocks + b`.
+    unsafe {
+        let mut weight_scales = [0.0f32; R];
+        let mut levels = [d.zero_bytes(); R];
+        for r in 0..R {
+            let block = rows[r].as_ptr().add(b * block_bytes);
+            weight_scales[r] = d.read_f16(block);
+            levels[r] = if SIGNED {
+                d.load(block.add(2))
+            } else {
+                d.load_nibbles(block.add(2))
+            };
+        }
+        for t in 0..T {
+            let quants = d.load(a.quants.add(t * a.k + b * ACTIVATION_BLOCK));
+            let activation_scale = *a.scales.add(t * a.blocks + b);
+            for r in 0..R {
+                let sums = if SIGNED {
+                    d.dot_signed(levels[r], quants)
+                } else {
+                    offsets[r][t] += weight_scales[r] * *a.scaled_sums.add(t * a.blocks + b);
+                    d.dot_unsigned(levels[r], quants)
+                };
+                let scale = weight_scales[r] * activation_scale;
+                acc[r][t][chain] = d.scale_add(acc[r][t][chain], sums, scale);
+            }
         }
     }
 }
 
 /// [`dots_for`] on `Q4_K` weights: per sub-block `j` the dot is
-/// `d·sc_j · Σ q·a − dmin·m_j · Σ a` (times the activation block's scale).
+/// `d·sc_j · Σ q·a − dmin·m_j · Σ a` (times the activation block's scale); the eight scales and
+/// mins of a block are unpacked and scaled as one vector each.
 ///
 /// # Safety
-/// As [`row_dots`].
+/// As [`block_dots`].
 #[inline(always)]
-unsafe fn row_dots_q4k<D: IntDot, const R: usize, const T: usize>(
+unsafe fn q4k_dots<D: IntDot, const R: usize, const T: usize, const C: usize>(
     d: D,
-    o: &Operands<'_>,
     rows: [&[u8]; R],
-    first: usize,
-    dots: &mut [[f32; ROW_TILE]; WEIGHT_TILE],
-) {
+    a: &Tile,
+) -> Dots {
     const SUB_BLOCKS: usize = 8;
     let block_bytes = QuantType::Q4K.block_bytes();
-    let blocks = o.k / ACTIVATION_BLOCK;
-    let quants = o.activations.quants[first * o.k..].as_ptr();
-    let scales = &o.activations.scales[first * blocks..(first + T) * blocks];
-    let scaled_sums = &o.activations.scaled_sums[first * blocks..(first + T) * blocks];
-    let mut acc = [[d.zero(); T]; R];
-    let mut mins = [[0.0f32; T]; R];
-    // SAFETY: as in `row_dots`, with 144-byte super-blocks of 8 activation blocks.
+    let mut acc = [[[d.zero(); C]; T]; R];
+    let mut mins = [[d.zero(); T]; R];
+    // SAFETY: 144-byte blocks of 8 activation blocks each, laid out as in `block_dots`.
     unsafe {
-        for s in 0..o.k / QuantType::Q4K.block_values() {
-            let mut sub_scales = [[0.0f32; SUB_BLOCKS]; R];
+        for s in 0..a.k / QuantType::Q4K.block_values() {
+            let first_block = s * SUB_BLOCKS;
+            let mut scales = [[d.zero(); T]; R];
             for r in 0..R {
                 let block = &rows[r][s * block_bytes..(s + 1) * block_bytes];
-                let super_scale = d.read_f16(block.as_ptr());
-                let super_min = d.read_f16(block.as_ptr().add(2));
-                let mut sub_mins = [0.0f32; SUB_BLOCKS];
-                for j in 0..SUB_BLOCKS {
-                    let (sc, m) = formats::scale_min_k4(j, &block[4..16]);
-                    sub_scales[r][j] = super_scale * f32::from(sc);
-                    sub_mins[j] = super_min * f32::from(m);
-                }
+                let (sub_scales, sub_mins) = formats::scales_mins_k4(&block[4..16]);
+                let super_scale = d.splat(d.read_f16(block.as_ptr()));
+                let super_min = d.splat(d.read_f16(block.as_ptr().add(2)));
+                let sub_scales = d.mul(d.widen_bytes(sub_scales), super_scale);
+                let sub_mins = d.mul(d.widen_bytes(sub_mins), super_min);
                 for t in 0..T {
-                    let sums = &scaled_sums[t * blocks + s * SUB_BLOCKS..][..SUB_BLOCKS];
-                    mins[r][t] += sub_mins.iter().zip(sums).map(|(m, s)| m * s).sum::<f32>();
+                    let at = t * a.blocks + first_block;
+                    scales[r][t] = d.mul(sub_scales, d.load_floats(a.scales.add(at)));
+                    mins[r][t] =
+                        d.mul_add(sub_mins, d.load_floats(a.scaled_sums.add(at)), mins[r][t]);
                 }
             }
             for pair in 0..SUB_BLOCKS / 2 {
@@ -323,29 +390,39 @@ unsafe fn row_dots_q4k<D: IntDot, const R: usize, const T: usize>(
                     let nibbles = d.load(rows[r].as_ptr().add(s * block_bytes + 16 + 32 * pair));
                     halves[r] = d.split_nibbles(nibbles);
                 }
-                let low_block = s * SUB_BLOCKS + 2 * pair;
+                let (j_low, j_high) = (2 * pair, 2 * pair + 1);
+                let (c_low, c_high) = (j_low % C, j_high % C);
                 for t in 0..T {
-                    let a_low = d.load(quants.add(t * o.k + low_block * ACTIVATION_BLOCK));
-                    let a_high = d.load(quants.add(t * o.k + (low_block + 1) * ACTIVATION_BLOCK));
-                    let (scale_low, scale_high) = (
-                        scales[t * blocks + low_block],
-                        scales[t * blocks + low_block + 1],
-                    );
+                    let quants = a.quants.add(t * a.k + first_block * ACTIVATION_BLOCK);
+                    let a_low = d.load(quants.add(j_low * ACTIVATION_BLOCK));
+                    let a_high = d.load(quants.add(j_high * ACTIVATION_BLOCK));
                     for r in 0..R {
                         let (low, high) = halves[r];
-                        let low_scale = sub_scales[r][2 * pair] * scale_low;
-                        let high_scale = sub_scales[r][2 * pair + 1] * scale_high;
-                        acc[r][t] = d.scale_add(acc[r][t], d.dot_unsigned(low, a_low), low_scale);
-                        acc[r][t] =
-                            d.scale_add(acc[r][t], d.dot_unsigned(high, a_high), high_scale);
+                        let low_sums = d.dot_unsigned(low, a_low);
+                        let high_sums = d.dot_unsigned(high, a_high);
+                        let chains = &mut acc[r][t];
+                        chains[c_low] =
+                            d.scale_add_lane(chains[c_low], low_sums, scales[r][t], j_low);
+                        chains[c_high] =
+                            d.scale_add_lane(chains[c_high], high_sums, scales[r][t], j_high);
                     }
                 }
             }
         }
     }
+    let mut dots = [[0.0; ROW_TILE]; WEIGHT_TILE];
     for r in 0..R {
         for t in 0..T {
-            dots[r][t] = d.reduce(acc[r][t]) - mins[r][t];
+            dots[r][t] = d.reduce(sum_chains(d, acc[r][t])) - d.reduce(mins[r][t]);
         }
     }
+    dots
+}
+
+#[inline(always)]
+fn sum_chains<D: IntDot, const C: usize>(d: D, chains: [D::Floats; C]) -> D::Floats {
+    chains
+        .into_iter()
+        .reduce(|a, b| d.add(a, b))
+        .unwrap_or(d.zero())
 }

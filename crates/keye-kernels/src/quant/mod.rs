@@ -9,7 +9,8 @@
 //! llama.cpp does) and accumulates integer dot products, so its results are close to, not equal
 //! to, an f32 product with the dequantized weights.
 
-mod formats;
+pub(crate) mod formats;
+mod gemm;
 pub(crate) mod intdot;
 pub(crate) mod matmul;
 

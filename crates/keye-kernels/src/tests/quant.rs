@@ -326,7 +326,7 @@ fn check_quantized_linear(kernel: Kernel, ty: QuantType, m: usize, k: usize, n: 
 
 #[test]
 fn quantized_linear_matches_reference_for_every_level_and_shape() {
-    let shapes = [
+    let shapes: &[(usize, usize, usize)] = &[
         (1, 256, 1),
         (1, 256, 7),
         (3, 512, 13),
@@ -335,6 +335,11 @@ fn quantized_linear_matches_reference_for_every_level_and_shape() {
         (16, 256, 9),
         (17, 512, 11),
         (40, 1024, 70),
+        // 3 and 5 blocks of 32: the single-row kernel's blocks left over after its groups of 4
+        // (too short for `Q4_K`, which is skipped).
+        (1, 96, 6),
+        (2, 160, 5),
+        (4, 160, 9),
     ];
     let kernels = SimdLevel::supported()
         .into_iter()
@@ -343,11 +348,27 @@ fn quantized_linear_matches_reference_for_every_level_and_shape() {
     for kernel in kernels {
         for ty in QuantType::ALL {
             for (seed, &(m, k, n)) in shapes.iter().enumerate() {
-                if matches!(kernel, Kernel::Gemv(_)) && m > crate::STREAMING_MAX_ROWS {
+                if matches!(kernel, Kernel::Gemv(_)) && m > crate::STREAMING_MAX_ROWS
+                    || !k.is_multiple_of(ty.block_values())
+                {
                     continue;
                 }
                 check_quantized_linear(kernel, ty, m, k, n, seed as u64);
             }
+        }
+    }
+}
+
+#[test]
+fn q4_k_scales_unpack_at_once_as_one_by_one() {
+    let mut rng = rng(5);
+    for _ in 0..1000 {
+        let packed: [u8; 12] = std::array::from_fn(|_| rng.random());
+        let (scales, mins) = crate::quant::formats::scales_mins_k4(&packed);
+        for j in 0..8 {
+            let (scale, min) = crate::quant::formats::scale_min_k4(j, &packed);
+            assert_eq!(scales.to_le_bytes()[j], scale, "scale {j} of {packed:?}");
+            assert_eq!(mins.to_le_bytes()[j], min, "min {j} of {packed:?}");
         }
     }
 }
