@@ -115,23 +115,47 @@ pub(crate) fn scales_mins_k4(packed: &[u8]) -> (u64, u64) {
 
 /// `quantize_row_q4_K_ref` on one super-block of 256 values into 144 bytes.
 pub(crate) fn quantize_q4_k(values: &[f32], block: &mut [u8]) {
-    let mut levels = [0u8; SUB_BLOCKS * SUB_BLOCK];
-    let mut scales = [0.0f32; SUB_BLOCKS];
-    let mut mins = [0.0f32; SUB_BLOCKS];
-    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        /// The same code compiled for AVX2, whose 8-lane compares, selects and `i32` clamps the
+        /// sub-block lanes need (the x86-64 baseline has only SSE2); IEEE arithmetic is the same.
+        #[target_feature(enable = "avx2")]
+        fn quantize_q4_k_avx2(values: &[f32], block: &mut [u8]) {
+            quantize_q4_k_lanes(values, block)
+        }
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { quantize_q4_k_avx2(values, block) };
+    }
+    quantize_q4_k_lanes(values, block)
+}
+
+#[inline(always)]
+fn quantize_q4_k_lanes(values: &[f32], block: &mut [u8]) {
+    // The eight sub-blocks are fitted side by side, sub-block `j` in lane `j`.
+    let mut x = [[0.0f32; SUB_BLOCKS]; SUB_BLOCK];
+    let mut weights = [[0.0f32; SUB_BLOCKS]; SUB_BLOCK];
     for j in 0..SUB_BLOCKS {
-        let x = &values[j * SUB_BLOCK..(j + 1) * SUB_BLOCK];
+        let sub_block = &values[j * SUB_BLOCK..(j + 1) * SUB_BLOCK];
         let mut sum_x2 = 0.0f32;
-        for &v in x {
+        for &v in sub_block {
             sum_x2 += v * v;
         }
         let av_x = (sum_x2 / SUB_BLOCK as f32).sqrt();
-        let mut weights = [0.0f32; SUB_BLOCK];
-        for (w, &v) in weights.iter_mut().zip(x) {
-            *w = av_x + v.abs();
+        for (i, &v) in sub_block.iter().enumerate() {
+            x[i][j] = v;
+            weights[i][j] = av_x + v.abs();
         }
-        let sub_levels = &mut levels[j * SUB_BLOCK..(j + 1) * SUB_BLOCK];
-        (scales[j], mins[j]) = fit_scale_and_min(x, &weights, sub_levels);
+    }
+    let fit = fit_scales_and_mins(&x, &weights);
+    let mut levels = [0u8; SUB_BLOCKS * SUB_BLOCK];
+    for (i, lane_levels) in fit.levels.iter().enumerate() {
+        for (j, &level) in lane_levels.iter().enumerate() {
+            levels[j * SUB_BLOCK + i] = level;
+        }
+    }
+    let (scales, mins) = (fit.scales, fit.mins);
+    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    for j in 0..SUB_BLOCKS {
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -190,81 +214,135 @@ pub(crate) fn quantize_q4_k(values: &[f32], block: &mut [u8]) {
     }
 }
 
-/// GGML's `make_qkx2_quants(32, 15, x, weights, L, &min, Laux, -1, 0.1, 20, false)`: fits
+/// One value per sub-block of a `Q4_K` block.
+type Lanes = [f32; SUB_BLOCKS];
+
+/// [`fit_scales_and_mins`]'s result: per sub-block the scale, the min and (`[i][j]`) the levels.
+struct SubBlockFits {
+    scales: Lanes,
+    mins: Lanes,
+    levels: [[u8; SUB_BLOCKS]; SUB_BLOCK],
+}
+
+/// GGML's `make_qkx2_quants(32, 15, x, weights, L, &min, Laux, -1, 0.1, 20, false)` on the
+/// eight sub-blocks of a block at once (`x[i][j]` is value `i` of sub-block `j`): fits
 /// `x ≈ scale · L − min` with `L` in 0..=15, minimising the weighted squared error over 21 trial
-/// inverse scales around `15 / (max − min)` with a closed-form least-squares refit each. Returns
-/// `(scale, min)`; `levels` receives the best `L`.
-fn fit_scale_and_min(x: &[f32], weights: &[f32], levels: &mut [u8]) -> (f32, f32) {
+/// inverse scales around `15 / (max − min)` with a closed-form least-squares refit each.
+///
+/// Each lane runs the sequential search exactly (same operations in the same order, no fused
+/// multiply-adds, a later trial seeing the `min` an earlier one chose), so the bytes equal the
+/// reference's; the lanes only let the loops vectorise, the quantizer's whole cost.
+#[inline(always)]
+fn fit_scales_and_mins(x: &[Lanes; SUB_BLOCK], weights: &[Lanes; SUB_BLOCK]) -> SubBlockFits {
     const LEVEL_MAX: i32 = 15;
     const TRIAL_START: f32 = -1.0;
     const TRIAL_STEP: f32 = 0.1;
     const TRIALS: i32 = 20;
+    const L: usize = SUB_BLOCKS;
 
-    let n = x.len();
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
+    let mut sum_x: Lanes = std::array::from_fn(|j| weights[0][j] * x[0][j]);
+    for i in 1..SUB_BLOCK {
+        for j in 0..L {
+            if x[i][j] < min[j] {
+                min[j] = x[i][j];
+            }
+            if x[i][j] > max[j] {
+                max[j] = x[i][j];
+            }
+            sum_w[j] += weights[i][j];
+            sum_x[j] += weights[i][j] * x[i][j];
         }
-        if x[i] > max {
-            max = x[i];
+    }
+    for m in &mut min {
+        if *m > 0.0 {
+            *m = 0.0;
         }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
     }
-    if min > 0.0 {
-        min = 0.0;
+    // A constant sub-block: all level 0, scale 0 (its lane's search below is discarded).
+    let flat: [bool; L] = std::array::from_fn(|j| max[j] == min[j]);
+    let flat_min = min;
+    let mut scale = [0.0f32; L];
+    let mut best_error = [0.0f32; L];
+    let mut levels = [[0u8; L]; SUB_BLOCK];
+    let iscale: Lanes = std::array::from_fn(|j| LEVEL_MAX as f32 / (max[j] - min[j]));
+    for j in 0..L {
+        scale[j] = 1.0 / iscale[j];
     }
-    if max == min {
-        levels.fill(0);
-        return (0.0, -min);
+    for i in 0..SUB_BLOCK {
+        for j in 0..L {
+            let l = nearest_int(iscale[j] * (x[i][j] - min[j])).clamp(0, LEVEL_MAX);
+            levels[i][j] = l as u8;
+            let diff = scale[j] * l as f32 + min[j] - x[i][j];
+            best_error[j] += weights[i][j] * (diff * diff);
+        }
     }
-    let mut iscale = LEVEL_MAX as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_error = 0.0f32;
-    for i in 0..n {
-        let l = nearest_int(iscale * (x[i] - min)).clamp(0, LEVEL_MAX);
-        levels[i] = l as u8;
-        let diff = scale * l as f32 + min - x[i];
-        best_error += weights[i] * (diff * diff);
-    }
-    let mut trial_levels = [0u8; SUB_BLOCK];
+    let mut trial_levels = [[0.0f32; L]; SUB_BLOCK];
     for trial in 0..=TRIALS {
-        iscale = (TRIAL_START + TRIAL_STEP * trial as f32 + LEVEL_MAX as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, LEVEL_MAX);
-            trial_levels[i] = l as u8;
-            let (w, l) = (weights[i], l as f32);
-            sum_l += w * l;
-            sum_l2 += w * l * l;
-            sum_xl += w * l * x[i];
+        let iscale: Lanes = std::array::from_fn(|j| {
+            (TRIAL_START + TRIAL_STEP * trial as f32 + LEVEL_MAX as f32) / (max[j] - min[j])
+        });
+        let (mut sum_l, mut sum_l2, mut sum_xl) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
+        for i in 0..SUB_BLOCK {
+            for j in 0..L {
+                let l = nearest_int(iscale[j] * (x[i][j] - min[j])).clamp(0, LEVEL_MAX) as f32;
+                trial_levels[i][j] = l;
+                let w = weights[i][j];
+                sum_l[j] += w * l;
+                sum_l2[j] += w * l * l;
+                sum_xl[j] += w * l * x[i][j];
+            }
         }
-        let determinant = sum_w * sum_l2 - sum_l * sum_l;
-        if determinant > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / determinant;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / determinant;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
+        let mut solvable = [false; L];
+        let (mut this_scale, mut this_min) = ([0.0f32; L], [0.0f32; L]);
+        for j in 0..L {
+            let determinant = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j];
+            solvable[j] = determinant > 0.0;
+            this_scale[j] = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / determinant;
+            this_min[j] = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / determinant;
+            if this_min[j] > 0.0 {
+                this_min[j] = 0.0;
+                this_scale[j] = sum_xl[j] / sum_l2[j];
             }
-            let mut error = 0.0f32;
-            for i in 0..n {
-                let diff = this_scale * f32::from(trial_levels[i]) + this_min - x[i];
-                error += weights[i] * (diff * diff);
+        }
+        let mut error = [0.0f32; L];
+        for i in 0..SUB_BLOCK {
+            for j in 0..L {
+                let diff = this_scale[j] * trial_levels[i][j] + this_min[j] - x[i][j];
+                error[j] += weights[i][j] * (diff * diff);
             }
-            if error < best_error {
-                levels.copy_from_slice(&trial_levels[..n]);
-                best_error = error;
-                scale = this_scale;
-                min = this_min;
+        }
+        let better: [bool; L] = std::array::from_fn(|j| solvable[j] && error[j] < best_error[j]);
+        for i in 0..SUB_BLOCK {
+            for j in 0..L {
+                if better[j] {
+                    levels[i][j] = trial_levels[i][j] as u8;
+                }
+            }
+        }
+        for j in 0..L {
+            if better[j] {
+                best_error[j] = error[j];
+                scale[j] = this_scale[j];
+                min[j] = this_min[j];
             }
         }
     }
-    (scale, -min)
+    for j in 0..L {
+        if flat[j] {
+            scale[j] = 0.0;
+            min[j] = flat_min[j];
+            for lane_levels in &mut levels {
+                lane_levels[j] = 0;
+            }
+        }
+    }
+    SubBlockFits {
+        scales: scale,
+        mins: min.map(|m| -m),
+        levels,
+    }
 }
 
 pub(crate) fn dequantize_q4_k(block: &[u8], values: &mut [f32]) {
