@@ -419,13 +419,17 @@ print(json.dumps(results))
 def torch_vision(python: Path, checkpoint: Path, threads: int) -> dict | None:
     probe = subprocess.run([python, "-c", "import torch, safetensors"], capture_output=True)
     if probe.returncode != 0:
-        try:
-            run([python, "-m", "pip", "install", "--quiet", "torch", "--index-url",
-                 "https://download.pytorch.org/whl/cpu"])
-            run([python, "-m", "pip", "install", "--quiet", "safetensors"])
-        except subprocess.CalledProcessError:
-            log("PyTorch could not be installed (download.pytorch.org unreachable?)")
+        # The CPU-only wheel is small; where its index is unreachable, PyPI's default build
+        # (CUDA libraries included, a few GB) runs on the CPU just the same.
+        for index in (["--index-url", "https://download.pytorch.org/whl/cpu"], []):
+            try:
+                run([python, "-m", "pip", "install", "--quiet", "torch", *index])
+                break
+            except subprocess.CalledProcessError:
+                log("PyTorch could not be installed from " + (index[-1] if index else "PyPI"))
+        else:
             return None
+        run([python, "-m", "pip", "install", "--quiet", "safetensors"])
     out = run([python, "-c", TORCH_VISION, checkpoint, threads], stdout=subprocess.PIPE,
               text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -397,6 +397,8 @@ fn prefill_attention(peak: f64) {
     let q = filled(n_new * q_heads * head_dim, 9);
     let mut out = vec![0.0; q.len()];
     let scale = 1.0 / (head_dim as f32).sqrt();
+    // Causal: half of the full score matrix.
+    let flops = (2 * n_new * n_new * head_dim * q_heads) as f64;
     let mut run = || {
         attention_causal(
             &q, n_new, q_heads, &k_cache, &v_cache, kv_heads, n_new, 0, head_dim, scale, &mut out,
@@ -404,12 +406,50 @@ fn prefill_attention(peak: f64) {
         .unwrap()
     };
     run();
-    let time = best_of(2, &mut run).as_secs_f64();
-    // Causal: half of the full score matrix.
-    let gflops = (2 * n_new * n_new * head_dim * q_heads) as f64 / time / 1e9;
+    let f32_time = best_of(2, &mut run).as_secs_f64();
+    let gflops = flops / f32_time / 1e9;
     println!(
         "causal prefill attention {n_new} tok 32q/8kv x 128 {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
         100.0 * gflops / peak,
-        time * 1e3
+        f32_time * 1e3
+    );
+
+    let quantized = |values: &[f32]| {
+        let mut levels = vec![0i8; values.len()];
+        let mut scales = vec![0.0; values.len() / head_dim];
+        quantize_kv_rows(values, head_dim, &mut levels, &mut scales).unwrap();
+        (levels, scales)
+    };
+    let (k_q8, v_q8) = (quantized(&k_cache), quantized(&v_cache));
+    let mut run = || {
+        attention_causal_q8(
+            &q,
+            n_new,
+            q_heads,
+            Q8Rows {
+                levels: &k_q8.0,
+                scales: &k_q8.1,
+            },
+            Q8Rows {
+                levels: &v_q8.0,
+                scales: &v_q8.1,
+            },
+            kv_heads,
+            n_new,
+            0,
+            head_dim,
+            scale,
+            &mut out,
+        )
+        .unwrap()
+    };
+    run();
+    let time = best_of(2, &mut run).as_secs_f64();
+    let gflops = flops / time / 1e9;
+    println!(
+        "causal prefill attention q8 cache             {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms, {:.2}x the f32 cache's time",
+        100.0 * gflops / peak,
+        time * 1e3,
+        time / f32_time
     );
 }

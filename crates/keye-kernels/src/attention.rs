@@ -27,7 +27,7 @@ use crate::parallel::{SharedMut, threads, with_scratch};
 use crate::simd::{Simd, SimdLevel, dispatch, load_upto, store_upto};
 
 /// Query rows per task; a multiple of every level's lane count.
-const MAX_ROWS: usize = 64;
+pub(crate) const MAX_ROWS: usize = 64;
 /// Keys per online-softmax step.
 const KEY_BLOCK: usize = 64;
 /// Fewest keys worth giving a task of their own when splitting a long key range.
@@ -207,7 +207,7 @@ impl CausalShape {
     }
 
     /// The query rows of KV head `kv_head` with indices `block` in its (token, head) order.
-    fn rows(&self, kv_head: usize, block: Range<usize>) -> RowSet {
+    pub(crate) fn rows(&self, kv_head: usize, block: Range<usize>) -> RowSet {
         let group = self.group();
         RowSet::new(block.map(|r| {
             let (token, head) = (r / group, kv_head * group + r % group);
@@ -369,32 +369,32 @@ pub(crate) fn attention_causal_at(
 }
 
 /// The data one task reads.
-struct Problem<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    kv: KvLayout,
-    head_dim: usize,
-    scale: f32,
+pub(crate) struct Problem<'a> {
+    pub(crate) q: &'a [f32],
+    pub(crate) k: &'a [f32],
+    pub(crate) v: &'a [f32],
+    pub(crate) kv: KvLayout,
+    pub(crate) head_dim: usize,
+    pub(crate) scale: f32,
 }
 
 /// Where a task's key/value sequence lives: key `j` starts at `base + j * stride` in `k` and `v`.
 #[derive(Clone, Copy)]
-struct KvLayout {
-    base: usize,
-    stride: usize,
+pub(crate) struct KvLayout {
+    pub(crate) base: usize,
+    pub(crate) stride: usize,
 }
 
 /// The query rows of one task: where each starts in `q` (and `out`) and the exclusive end of the
 /// keys it may attend to. Rows are ordered by non-decreasing key end.
-struct RowSet {
-    len: usize,
-    offsets: [usize; MAX_ROWS],
-    key_ends: [usize; MAX_ROWS],
+pub(crate) struct RowSet {
+    pub(crate) len: usize,
+    pub(crate) offsets: [usize; MAX_ROWS],
+    pub(crate) key_ends: [usize; MAX_ROWS],
 }
 
 impl RowSet {
-    fn new(rows: impl Iterator<Item = (usize, usize)>) -> RowSet {
+    pub(crate) fn new(rows: impl Iterator<Item = (usize, usize)>) -> RowSet {
         let mut set = RowSet {
             len: 0,
             offsets: [0; MAX_ROWS],
@@ -408,7 +408,7 @@ impl RowSet {
         set
     }
 
-    fn max_key_end(&self) -> usize {
+    pub(crate) fn max_key_end(&self) -> usize {
         self.key_ends[..self.len].iter().copied().max().unwrap_or(0)
     }
 
@@ -419,13 +419,13 @@ impl RowSet {
 
 /// Online-softmax state of a task: unnormalised output rows (`len × head_dim`), running max
 /// and running sum per row.
-struct SoftmaxState<'a> {
-    output: &'a mut [f32],
-    max: [f32; MAX_ROWS],
-    sum: [f32; MAX_ROWS],
+pub(crate) struct SoftmaxState<'a> {
+    pub(crate) output: &'a mut [f32],
+    pub(crate) max: [f32; MAX_ROWS],
+    pub(crate) sum: [f32; MAX_ROWS],
 }
 
-fn scratch_len(head_dim: usize) -> usize {
+pub(crate) fn scratch_len(head_dim: usize) -> usize {
     let padded = head_dim.next_multiple_of(MAX_LANES);
     MAX_ROWS * (3 * padded + KEY_BLOCK)
 }
@@ -546,7 +546,7 @@ unsafe fn merge_partials(states: &[f32], splits: usize, rows: &RowSet, d: usize,
 /// # Safety
 /// `row.len()` floats at `out` are writable.
 #[inline(always)]
-unsafe fn scale_row<S: Simd>(s: S, row: &[f32], factor: f32, out: *mut f32) {
+pub(crate) unsafe fn scale_row<S: Simd>(s: S, row: &[f32], factor: f32, out: *mut f32) {
     let factor = s.splat(factor);
     let mut c = 0;
     while c < row.len() {
@@ -570,7 +570,7 @@ unsafe fn scale_row<S: Simd>(s: S, row: &[f32], factor: f32, out: *mut f32) {
 /// Every row offset plus `head_dim` is inside `q`; every key in `keys` is inside the sequence;
 /// `work` has `scratch_len(head_dim) - MAX_ROWS * head_dim` floats.
 #[inline(always)]
-unsafe fn attend<S: Simd>(
+pub(crate) unsafe fn attend<S: Simd>(
     s: S,
     problem: &Problem<'_>,
     rows: &RowSet,

@@ -9,9 +9,10 @@
 
 use rayon::prelude::*;
 
-use crate::attention::CausalShape;
+use crate::attention::{
+    CausalShape, KvLayout, MAX_ROWS, Problem, RowSet, SoftmaxState, attend, scale_row, scratch_len,
+};
 use crate::error::{KernelError, expect_len, expect_nonzero};
-use crate::math::exp;
 use crate::parallel::{SharedMut, with_scratch};
 use crate::simd::{Simd, SimdLevel, dispatch, load_upto, store_upto};
 
@@ -133,14 +134,17 @@ fn validate(
     expect_len(KERNEL, "v_cache scales", v_cache.scales.len(), &rows)
 }
 
-/// Query heads attended together: they share their KV head, so each cache row is read once
-/// for all of them.
-const HEAD_TILE: usize = 8;
-/// Keys scored per online-softmax step.
-const KEY_BLOCK: usize = 64;
-/// Largest head dimension the per-task accumulators hold.
+/// Cache rows widened to f32 at a time: the widened keys and values (256 KiB at head_dim 128)
+/// stay in L2 while the f32 kernel runs over them.
+const CHUNK_KEYS: usize = 256;
+/// Largest head dimension accepted.
 const MAX_HEAD_DIM: usize = 256;
 
+/// Each task takes the f32 kernel's row block of one KV head (a prefill chunk's tokens as well
+/// as a token's heads), widens the cache rows it sees a chunk at a time (scales folded in) and
+/// runs the f32 kernel ([`crate::attention`]) on each chunk, merging the chunks' softmax states
+/// as it goes. Widening costs `1 / rows` of the arithmetic per cache value, and the attention
+/// itself is the f32 cache's.
 pub(crate) fn attention_causal_q8_at(
     level: SimdLevel,
     q: &[f32],
@@ -157,33 +161,29 @@ pub(crate) fn attention_causal_q8_at(
             max: MAX_HEAD_DIM,
         });
     }
-    let group = shape.group();
-    let head_tiles = group.div_ceil(HEAD_TILE);
+    let rows_per_head = shape.n_new * shape.group();
+    let blocks_per_head = rows_per_head.div_ceil(MAX_ROWS);
     let out = SharedMut::new(out);
-    (0..shape.n_new * shape.kv_heads * head_tiles)
+    (0..shape.kv_heads * blocks_per_head)
         .into_par_iter()
         .for_each(|task| {
-            let token = task / (shape.kv_heads * head_tiles);
-            let kv_head = task / head_tiles % shape.kv_heads;
-            let first = kv_head * group + task % head_tiles * HEAD_TILE;
-            let heads = first..(first + HEAD_TILE).min((kv_head + 1) * group);
+            let (kv_head, block) = (task / blocks_per_head, task % blocks_per_head);
+            let rows = shape.rows(
+                kv_head,
+                block * MAX_ROWS..((block + 1) * MAX_ROWS).min(rows_per_head),
+            );
             let job = Job {
                 q,
                 k_cache,
                 v_cache,
                 shape,
                 scale,
-                token,
                 kv_head,
-                heads,
+                rows,
             };
             // SAFETY: validated shapes; each task writes the output rows of its own
-            // (token, heads).
-            with_scratch(KEY_BLOCK * shape.head_dim, |widened| {
-                dispatch!(level, |s| unsafe {
-                    attend_tile(s, &job, widened, out.get())
-                })
-            });
+            // (KV head, row block).
+            unsafe { attend_chunks(level, &job, out.get()) };
         });
     Ok(())
 }
@@ -194,83 +194,114 @@ struct Job<'a> {
     v_cache: Q8Rows<'a>,
     shape: CausalShape,
     scale: f32,
-    token: usize,
     kv_head: usize,
-    heads: std::ops::Range<usize>,
+    rows: RowSet,
 }
 
-/// Online softmax of the job's query heads over their visible cache rows. Each block of cache
-/// rows is widened to f32 once (scales folded in) and then used by every head of the tile.
-///
 /// # Safety
-/// `out` is the `[n_new, q_heads, head_dim]` output; the job's shapes are validated;
-/// `widened` holds `KEY_BLOCK · head_dim` floats.
-#[inline(always)]
-unsafe fn attend_tile<S: Simd>(s: S, job: &Job<'_>, widened: &mut [f32], out: *mut f32) {
+/// `out` is the `[n_new, q_heads, head_dim]` output, whose rows of `job.rows` only this call
+/// writes; the job's shapes are validated.
+unsafe fn attend_chunks(level: SimdLevel, job: &Job<'_>, out: *mut f32) {
     let d = job.shape.head_dim;
-    let tile = job.heads.len();
-    let keys = job.shape.past + job.token + 1;
-    let row0 = job.kv_head * job.shape.capacity;
-    let query = |h: usize| {
-        let start = (job.token * job.shape.q_heads + job.heads.start + h) * d;
-        &job.q[start..start + d]
-    };
-    let mut outputs = [[0.0f32; MAX_HEAD_DIM]; HEAD_TILE];
-    let mut max = [f32::NEG_INFINITY; HEAD_TILE];
-    let mut sum = [0.0f32; HEAD_TILE];
-    let mut scores = [[0.0f32; KEY_BLOCK]; HEAD_TILE];
-    {
-        let mut block = 0;
-        while block < keys {
-            let count = KEY_BLOCK.min(keys - block);
-            let rows = row0 + block..row0 + block + count;
-            // Widening the whole block first streams it from memory without stalls between
-            // rows; the dot products then run from L1.
-            for (row, widened) in rows.clone().zip(widened.chunks_exact_mut(d)) {
-                let key = &job.k_cache.levels[row * d..(row + 1) * d];
-                // SAFETY: both hold `d` elements.
-                unsafe { widen_scaled(s, key, job.k_cache.scales[row] * job.scale, widened) };
-            }
-            for (h, scores) in scores[..tile].iter_mut().enumerate() {
-                for (score, key) in scores.iter_mut().zip(widened[..count * d].chunks_exact(d)) {
-                    // SAFETY: both rows hold `d` elements.
-                    *score = unsafe { dot(s, query(h), key) };
+    let rows = &job.rows;
+    let keys = rows.max_key_end();
+    let widened_len = CHUNK_KEYS * d;
+    let scratch = 2 * widened_len + MAX_ROWS * d + scratch_len(d);
+    with_scratch(scratch, |scratch| {
+        dispatch!(level, |s| {
+            let (keys_f32, rest) = scratch.split_at_mut(widened_len);
+            let (values_f32, rest) = rest.split_at_mut(widened_len);
+            let (merged, rest) = rest.split_at_mut(MAX_ROWS * d);
+            let (chunk_output, work) = rest.split_at_mut(MAX_ROWS * d);
+            let mut total = MergedState {
+                output: merged,
+                max: [f32::NEG_INFINITY; MAX_ROWS],
+                sum: [0.0; MAX_ROWS],
+            };
+            let mut chunk = SoftmaxState {
+                output: chunk_output,
+                max: [0.0; MAX_ROWS],
+                sum: [0.0; MAX_ROWS],
+            };
+            let cache_row0 = job.kv_head * job.shape.capacity;
+            let mut start = 0;
+            while start < keys {
+                let len = CHUNK_KEYS.min(keys - start);
+                let cache_rows = cache_row0 + start..cache_row0 + start + len;
+                for (row, (k, v)) in cache_rows.zip(
+                    keys_f32
+                        .chunks_exact_mut(d)
+                        .zip(values_f32.chunks_exact_mut(d)),
+                ) {
+                    let levels = row * d..(row + 1) * d;
+                    // SAFETY: each pair holds `d` elements.
+                    unsafe {
+                        widen_scaled(
+                            s,
+                            &job.k_cache.levels[levels.clone()],
+                            job.k_cache.scales[row],
+                            k,
+                        );
+                        widen_scaled(s, &job.v_cache.levels[levels], job.v_cache.scales[row], v);
+                    }
                 }
+                let chunk_rows = RowSet::new((0..rows.len).map(|r| {
+                    (
+                        rows.offsets[r],
+                        rows.key_ends[r].saturating_sub(start).min(len),
+                    )
+                }));
+                let problem = Problem {
+                    q: job.q,
+                    k: keys_f32,
+                    v: values_f32,
+                    kv: KvLayout { base: 0, stride: d },
+                    head_dim: d,
+                    scale: job.scale,
+                };
+                // SAFETY: the widened chunk holds keys `0..len`; the rows are the job's.
+                unsafe { attend(s, &problem, &chunk_rows, 0..len, work, &mut chunk) };
+                total.merge(&chunk, rows.len, d);
+                start += len;
             }
-            for h in 0..tile {
-                let block_scores = &mut scores[h][..count];
-                let block_max = block_scores
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let new_max = max[h].max(block_max);
-                let correction = (max[h] - new_max).exp();
-                let block_sum = exp_shifted(s, block_scores, new_max);
-                sum[h] = sum[h] * correction + block_sum;
-                max[h] = new_max;
-                if correction != 1.0 {
-                    outputs[h][..d].iter_mut().for_each(|o| *o *= correction);
-                }
+            for r in 0..rows.len {
+                // SAFETY: row `r`'s output is this call's to write.
+                unsafe {
+                    scale_row(
+                        s,
+                        &total.output[r * d..(r + 1) * d],
+                        1.0 / total.sum[r],
+                        out.add(rows.offsets[r]),
+                    )
+                };
             }
-            for (row, widened) in rows.clone().zip(widened.chunks_exact_mut(d)) {
-                let value = &job.v_cache.levels[row * d..(row + 1) * d];
-                // SAFETY: both hold `d` elements.
-                unsafe { widen_scaled(s, value, job.v_cache.scales[row], widened) };
+        })
+    });
+}
+
+/// The softmax state of every chunk so far.
+struct MergedState<'a> {
+    output: &'a mut [f32],
+    max: [f32; MAX_ROWS],
+    sum: [f32; MAX_ROWS],
+}
+
+impl MergedState<'_> {
+    /// Folds one chunk's state in: both rescaled to the larger max. A row that saw no key of
+    /// the chunk (sum 0) is left as it is.
+    fn merge(&mut self, chunk: &SoftmaxState<'_>, rows: usize, d: usize) {
+        for r in 0..rows {
+            if chunk.sum[r] == 0.0 {
+                continue;
             }
-            for (output, scores) in outputs[..tile].iter_mut().zip(&scores) {
-                for (&weight, value) in scores[..count].iter().zip(widened.chunks_exact(d)) {
-                    // SAFETY: both rows hold `d` elements.
-                    unsafe { add_scaled(s, &mut output[..d], value, weight) };
-                }
+            let max = self.max[r].max(chunk.max[r]);
+            let (old, new) = ((self.max[r] - max).exp(), (chunk.max[r] - max).exp());
+            self.sum[r] = self.sum[r] * old + chunk.sum[r] * new;
+            self.max[r] = max;
+            let target = &mut self.output[r * d..(r + 1) * d];
+            for (t, &c) in target.iter_mut().zip(&chunk.output[r * d..(r + 1) * d]) {
+                *t = *t * old + c * new;
             }
-            block += count;
-        }
-    }
-    for h in 0..tile {
-        let start = (job.token * job.shape.q_heads + job.heads.start + h) * d;
-        let inverse = 1.0 / sum[h];
-        for (c, &o) in outputs[h][..d].iter().enumerate() {
-            // SAFETY: this task owns output row (token, head); `c < d`.
-            unsafe { *out.add(start + c) = o * inverse };
         }
     }
 }
@@ -289,73 +320,6 @@ unsafe fn widen_scaled<S: Simd>(s: S, levels: &[i8], scale: f32, out: &mut [f32]
             let lanes = (out.len() - c).min(S::LANES);
             let v = s.mul(load_upto(s, levels.as_ptr().add(c), lanes), scale);
             store_upto(s, out.as_mut_ptr().add(c), v, lanes);
-            c += lanes;
-        }
-    }
-}
-
-/// `Σ a[c] · b[c]` in f32.
-///
-/// # Safety
-/// `a` and `b` have the same length.
-#[inline(always)]
-unsafe fn dot<S: Simd>(s: S, a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = s.zero();
-    let mut c = 0;
-    // SAFETY: every load stays below `a.len()`.
-    unsafe {
-        while c < a.len() {
-            let lanes = (a.len() - c).min(S::LANES);
-            let x = load_upto(s, a.as_ptr().add(c), lanes);
-            acc = s.mul_add(x, load_upto(s, b.as_ptr().add(c), lanes), acc);
-            c += lanes;
-        }
-    }
-    s.reduce_sum(acc)
-}
-
-/// `scores[j] = exp(scores[j] − max)`; returns their sum.
-#[inline(always)]
-fn exp_shifted<S: Simd>(s: S, scores: &mut [f32], max: f32) -> f32 {
-    // A head with no finite score yet keeps max −inf; shifting by 0 avoids inf − inf.
-    let shift = s.splat(if max == f32::NEG_INFINITY { 0.0 } else { max });
-    let mut total = s.zero();
-    let mut j = 0;
-    // SAFETY: every access stays below `scores.len()`; padding lanes load 0 and are not stored
-    // nor summed (masked by `lanes`).
-    unsafe {
-        while j < scores.len() {
-            let lanes = (scores.len() - j).min(S::LANES);
-            let p = scores.as_mut_ptr().add(j);
-            let weights = exp(s, s.sub(load_upto(s, p.cast_const(), lanes), shift));
-            store_upto(s, p, weights, lanes);
-            if lanes == S::LANES {
-                total = s.add(total, weights);
-            } else {
-                total = s.add(total, load_upto(s, p.cast_const(), lanes));
-            }
-            j += lanes;
-        }
-    }
-    s.reduce_sum(total)
-}
-
-/// `out[c] += factor · row[c]`.
-///
-/// # Safety
-/// `out` and `row` have the same length.
-#[inline(always)]
-unsafe fn add_scaled<S: Simd>(s: S, out: &mut [f32], row: &[f32], factor: f32) {
-    let factor = s.splat(factor);
-    let mut c = 0;
-    // SAFETY: every access stays below `out.len()`.
-    unsafe {
-        while c < out.len() {
-            let lanes = (out.len() - c).min(S::LANES);
-            let p = out.as_mut_ptr().add(c);
-            let v = load_upto(s, row.as_ptr().add(c), lanes);
-            let sum = s.mul_add(factor, v, load_upto(s, p.cast_const(), lanes));
-            store_upto(s, p, sum, lanes);
             c += lanes;
         }
     }

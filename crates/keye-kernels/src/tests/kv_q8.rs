@@ -73,6 +73,8 @@ fn attention_matches_reference_for_every_level_and_shape() {
         (3, 6, 2, 13, 5, 9),
         (2, 12, 1, 72, 70, 80),
         (5, 24, 2, 40, 0, 5),
+        // Several row tiles per KV head, and key blocks that end inside the new tokens.
+        (40, 8, 2, 64, 100, 140),
     ];
     for level in SimdLevel::supported() {
         for (seed, &(n_new, q_heads, kv_heads, head_dim, past, capacity)) in
