@@ -13,6 +13,7 @@ use crate::attention::{
     CausalShape, KvLayout, MAX_ROWS, Problem, RowSet, SoftmaxState, attend, scale_row, scratch_len,
 };
 use crate::error::{KernelError, expect_len, expect_nonzero};
+use crate::math::round_half_away;
 use crate::parallel::{SharedMut, with_scratch};
 use crate::simd::{Simd, SimdLevel, dispatch, load_upto, store_upto};
 
@@ -49,7 +50,7 @@ pub fn quantize_kv_rows(
         *scale = absmax / 127.0;
         let inverse = if *scale != 0.0 { 1.0 / *scale } else { 0.0 };
         for (level, &v) in levels.iter_mut().zip(row) {
-            *level = (v * inverse).round() as i8;
+            *level = round_half_away(v * inverse) as i8;
         }
     }
     Ok(())

@@ -6,6 +6,8 @@
 
 use half::f16;
 
+use crate::math::round_half_away;
+
 /// Values in a `Q4_K` sub-block (one 6-bit scale and min each).
 const SUB_BLOCK: usize = 32;
 /// Sub-blocks per `Q4_K` super-block.
@@ -36,8 +38,8 @@ pub(crate) fn quantize_q8_0(values: &[f32], block: &mut [u8]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     write_f16(block, 0, d);
     for (q, &v) in block[2..].iter_mut().zip(values) {
-        // C `roundf`: ties away from zero, like `f32::round`.
-        *q = (v * id).round() as i8 as u8;
+        // C `roundf`: ties away from zero.
+        *q = round_half_away(v * id) as i8 as u8;
     }
 }
 

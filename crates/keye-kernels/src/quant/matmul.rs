@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::intdot::{IntDot, IntLevel, dispatch_int};
 use super::{QuantType, dequantize_blocks, formats, gemm};
 use crate::linear::{STREAMING_MAX_ROWS, gemm_by_panels};
+use crate::math::round_half_away;
 use crate::parallel::{SharedMut, threads};
 use crate::simd::SimdLevel;
 
@@ -86,7 +87,7 @@ impl QuantizedRows {
             let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
             let mut sum = 0i32;
             for (q, &v) in quants.iter_mut().zip(values) {
-                let level = (v * inverse).round() as i8;
+                let level = round_half_away(v * inverse) as i8;
                 sum += i32::from(level);
                 *q = level as u8;
             }
@@ -179,7 +180,14 @@ unsafe fn gemv_rows<D: IntDot>(
         };
         let mut first = 0;
         while first < o.m {
-            let tile = if o.m - first >= ROW_TILE { ROW_TILE } else { 1 };
+            // A single weight row takes 2 or 3 activation rows at once too (prompt-lookup
+            // verification), with fewer chains as the rows already give independent sums.
+            let remaining = o.m - first;
+            let tile = match weight_rows {
+                WEIGHT_TILE if remaining >= ROW_TILE => ROW_TILE,
+                WEIGHT_TILE => 1,
+                _ => remaining.min(ROW_TILE),
+            };
             // SAFETY: the tile's activation rows and weight rows are inside the operands.
             let dots = unsafe {
                 match (weight_rows, tile) {
@@ -188,6 +196,8 @@ unsafe fn gemv_rows<D: IntDot>(
                     }
                     (WEIGHT_TILE, _) => dots_for::<D, WEIGHT_TILE, 1, 1>(d, ty, o, j, first),
                     (_, ROW_TILE) => dots_for::<D, 1, ROW_TILE, 1>(d, ty, o, j, first),
+                    (_, 3) => dots_for::<D, 1, 3, 1>(d, ty, o, j, first),
+                    (_, 2) => dots_for::<D, 1, 2, 2>(d, ty, o, j, first),
                     _ => dots_for::<D, 1, 1, CHAINS>(d, ty, o, j, first),
                 }
             };

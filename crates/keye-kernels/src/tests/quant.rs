@@ -360,6 +360,36 @@ fn quantized_linear_matches_reference_for_every_level_and_shape() {
 }
 
 #[test]
+fn rounding_equals_roundf() {
+    let mut rng = rng(8);
+    let special = [
+        0.0f32,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        -126.5,
+        127.0,
+        0.499_999_97,
+        -0.499_999_97,
+        0.500_000_06,
+        f32::NAN,
+        1e-30,
+    ];
+    let random = (0..100_000).map(|_| rng.random_range(-130.0f32..130.0));
+    let halves = (-260..=260).map(|i| i as f32 / 2.0);
+    for x in special.into_iter().chain(random).chain(halves) {
+        assert_eq!(
+            crate::math::round_half_away(x),
+            x.round() as i32,
+            "rounding {x}"
+        );
+    }
+}
+
+#[test]
 fn q4_k_scales_unpack_at_once_as_one_by_one() {
     let mut rng = rng(5);
     for _ in 0..1000 {
