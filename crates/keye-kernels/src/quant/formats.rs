@@ -16,6 +16,7 @@ const SUB_BLOCKS: usize = 8;
 const Q4K_SCALES: usize = 4;
 const Q4K_QUANTS: usize = 16;
 
+#[inline]
 pub(crate) fn read_f16(block: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([block[at], block[at + 1]]).to_f32()
 }
@@ -98,6 +99,7 @@ pub(crate) fn scale_min_k4(j: usize, scales: &[u8]) -> (u8, u8) {
 /// All eight 6-bit sub-block scales and mins of a `Q4_K` block at once (the same values as
 /// [`scale_min_k4`] for `j = 0..8`), one byte each, sub-block 0 lowest: word arithmetic on the
 /// 12 packed bytes (`packed[..12]`) instead of eight lookups, for the GEMV's inner loop.
+#[inline(always)]
 pub(crate) fn scales_mins_k4(packed: &[u8]) -> (u64, u64) {
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
