@@ -112,18 +112,20 @@ pub(crate) fn linear(
 /// Packs the weight rows in `rows` (at most [`PANEL`] of `row_bytes` each) into `panel`.
 fn pack(ty: QuantType, rows: &[u8], row_bytes: usize, k: usize, panel: &mut Panel) {
     let blocks = k / ACTIVATION_BLOCK;
-    panel.levels.clear();
     panel.levels.resize(blocks * ACTIVATION_BLOCK * PANEL, 0);
-    panel.params.clear();
     panel.params.resize(blocks * 2 * PANEL, 0.0);
+    if rows.len() / row_bytes < PANEL {
+        // Columns past the matrix must add nothing; full panels overwrite every byte.
+        panel.levels.fill(0);
+        panel.params.fill(0.0);
+    }
     for (column, row) in rows.chunks_exact(row_bytes).enumerate() {
         for b in 0..blocks {
-            let mut levels = [0u8; ACTIVATION_BLOCK];
-            let (scale, offset) = block_levels(ty, row, b, &mut levels);
+            let (words, scale, offset) = block_words(ty, row, b);
             let block =
                 &mut panel.levels[b * ACTIVATION_BLOCK * PANEL..][..ACTIVATION_BLOCK * PANEL];
-            for (step, four) in levels.chunks_exact(4).enumerate() {
-                block[(step * PANEL + column) * 4..][..4].copy_from_slice(four);
+            for (step, word) in words.into_iter().enumerate() {
+                block[(step * PANEL + column) * 4..][..4].copy_from_slice(&word.to_le_bytes());
             }
             panel.params[b * 2 * PANEL + column] = scale;
             panel.params[b * 2 * PANEL + PANEL + column] = offset;
@@ -131,33 +133,34 @@ fn pack(ty: QuantType, rows: &[u8], row_bytes: usize, k: usize, panel: &mut Pane
     }
 }
 
-/// Block `b` (32 values) of a weight row as unsigned levels, and its `(scale, offset)`.
-fn block_levels(
-    ty: QuantType,
-    row: &[u8],
-    b: usize,
-    levels: &mut [u8; ACTIVATION_BLOCK],
-) -> (f32, f32) {
+/// Block `b` (32 values) of a weight row as unsigned levels, four to a little-endian word (one
+/// `vpdpbusd` group each; word arithmetic, as packing is a large part of a short prompt's
+/// time), and its `(scale, offset)`.
+fn block_words(ty: QuantType, row: &[u8], b: usize) -> ([u32; STEPS], f32, f32) {
+    const NIBBLES: u32 = 0x0f0f_0f0f;
+    let word = |bytes: &[u8], at: usize| {
+        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+    };
     match ty {
         QuantType::Q8_0 => {
             let bytes = QuantType::Q8_0.block_bytes();
             let block = &row[b * bytes..(b + 1) * bytes];
             let d = formats::read_f16(block, 0);
-            for (level, &stored) in levels.iter_mut().zip(&block[2..]) {
-                *level = stored ^ 0x80;
-            }
-            (d, 128.0 * d)
+            let stored = &block[2..];
+            let words = std::array::from_fn(|step| word(stored, 4 * step) ^ 0x8080_8080);
+            (words, d, 128.0 * d)
         }
         QuantType::Q4_0 => {
             let bytes = QuantType::Q4_0.block_bytes();
             let block = &row[b * bytes..(b + 1) * bytes];
             let d = formats::read_f16(block, 0);
-            let (low, high) = levels.split_at_mut(16);
-            for ((l, h), &packed) in low.iter_mut().zip(high).zip(&block[2..]) {
-                *l = packed & 0x0f;
-                *h = packed >> 4;
-            }
-            (d, 8.0 * d)
+            let packed = &block[2..];
+            // Values 0..16 are the low nibbles of the 16 bytes, values 16..32 the high ones.
+            let words = std::array::from_fn(|step| {
+                let half = step / 4;
+                (word(packed, 4 * (step % 4)) >> (4 * half)) & NIBBLES
+            });
+            (words, d, 8.0 * d)
         }
         QuantType::Q4K => {
             let (super_block, sub_block) = (b / 8, b % 8);
@@ -166,12 +169,11 @@ fn block_levels(
             let d = formats::read_f16(block, 0);
             let dmin = formats::read_f16(block, 2);
             let (sc, m) = formats::scale_min_k4(sub_block, &block[4..16]);
+            // Sub-blocks 2j and 2j + 1 are the low and high nibbles of the same 32 bytes.
             let nibbles = &block[16 + 32 * (sub_block / 2)..][..32];
             let shift = 4 * (sub_block % 2);
-            for (level, &packed) in levels.iter_mut().zip(nibbles) {
-                *level = (packed >> shift) & 0x0f;
-            }
-            (d * f32::from(sc), dmin * f32::from(m))
+            let words = std::array::from_fn(|step| (word(nibbles, 4 * step) >> shift) & NIBBLES);
+            (words, d * f32::from(sc), dmin * f32::from(m))
         }
     }
 }
