@@ -425,6 +425,26 @@ pub(crate) struct SoftmaxState<'a> {
     pub(crate) sum: [f32; MAX_ROWS],
 }
 
+impl SoftmaxState<'_> {
+    /// Folds in the state of the same rows over further keys: both rescaled to the larger max.
+    /// A row that saw none of those keys (sum 0) is left as it is.
+    pub(crate) fn merge(&mut self, other: &SoftmaxState<'_>, rows: usize, d: usize) {
+        for r in 0..rows {
+            if other.sum[r] == 0.0 {
+                continue;
+            }
+            let max = self.max[r].max(other.max[r]);
+            let (old, new) = ((self.max[r] - max).exp(), (other.max[r] - max).exp());
+            self.sum[r] = self.sum[r] * old + other.sum[r] * new;
+            self.max[r] = max;
+            let target = &mut self.output[r * d..(r + 1) * d];
+            for (t, &o) in target.iter_mut().zip(&other.output[r * d..(r + 1) * d]) {
+                *t = *t * old + o * new;
+            }
+        }
+    }
+}
+
 pub(crate) fn scratch_len(head_dim: usize) -> usize {
     let padded = head_dim.next_multiple_of(MAX_LANES);
     MAX_ROWS * (3 * padded + KEY_BLOCK)

@@ -214,7 +214,8 @@ unsafe fn attend_chunks(level: SimdLevel, job: &Job<'_>, out: *mut f32) {
             let (values_f32, rest) = rest.split_at_mut(widened_len);
             let (merged, rest) = rest.split_at_mut(MAX_ROWS * d);
             let (chunk_output, work) = rest.split_at_mut(MAX_ROWS * d);
-            let mut total = MergedState {
+            // The state of every chunk so far.
+            let mut total = SoftmaxState {
                 output: merged,
                 max: [f32::NEG_INFINITY; MAX_ROWS],
                 sum: [0.0; MAX_ROWS],
@@ -278,33 +279,6 @@ unsafe fn attend_chunks(level: SimdLevel, job: &Job<'_>, out: *mut f32) {
             }
         })
     });
-}
-
-/// The softmax state of every chunk so far.
-struct MergedState<'a> {
-    output: &'a mut [f32],
-    max: [f32; MAX_ROWS],
-    sum: [f32; MAX_ROWS],
-}
-
-impl MergedState<'_> {
-    /// Folds one chunk's state in: both rescaled to the larger max. A row that saw no key of
-    /// the chunk (sum 0) is left as it is.
-    fn merge(&mut self, chunk: &SoftmaxState<'_>, rows: usize, d: usize) {
-        for r in 0..rows {
-            if chunk.sum[r] == 0.0 {
-                continue;
-            }
-            let max = self.max[r].max(chunk.max[r]);
-            let (old, new) = ((self.max[r] - max).exp(), (chunk.max[r] - max).exp());
-            self.sum[r] = self.sum[r] * old + chunk.sum[r] * new;
-            self.max[r] = max;
-            let target = &mut self.output[r * d..(r + 1) * d];
-            for (t, &c) in target.iter_mut().zip(&chunk.output[r * d..(r + 1) * d]) {
-                *t = *t * old + c * new;
-            }
-        }
-    }
 }
 
 /// `out[c] = level[c] · scale`.
