@@ -36,18 +36,6 @@ const TILE_ROWS: usize = 6;
 /// 4-value steps per block (one `vpdpbusd` each).
 const STEPS: usize = ACTIVATION_BLOCK / 4;
 
-/// Whether this CPU runs the integer GEMM.
-pub(crate) fn is_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// One packed panel: `levels` `[blocks][STEPS][PANEL][4]` bytes, `params` `[blocks][2][PANEL]`
 /// (scales, then offsets). Columns past the matrix are zero, so they add nothing.
 #[derive(Default)]
@@ -60,7 +48,8 @@ thread_local! {
     static PANELS: RefCell<Panel> = RefCell::default();
 }
 
-/// Shapes validated by `linear_at`, all positive; `is_supported()`.
+/// Shapes validated by `linear_at`, all positive; the CPU has AVX-512 VNNI
+/// ([`IntLevel::Avx512Vnni`](super::intdot::IntLevel::Avx512Vnni) is supported).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear(
     x: &[f32],
@@ -91,7 +80,7 @@ pub(crate) fn linear(
                 let mut row = 0;
                 while row < m {
                     let rows = TILE_ROWS.min(m - row);
-                    // SAFETY: the CPU supports the instructions (`is_supported`); the panel holds
+                    // SAFETY: the CPU supports the instructions (the caller checked); the panel holds
                     // `k / 32` packed blocks; the tile's activation rows are inside `x`.
                     let sums = unsafe { x86::tile(&panel, activations, k, row, rows) };
                     for (t, sums) in sums[..rows].iter().enumerate() {
@@ -178,7 +167,6 @@ fn block_words(ty: QuantType, row: &[u8], b: usize) -> ([u32; STEPS], f32, f32) 
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
@@ -188,7 +176,7 @@ mod x86 {
     /// columns.
     ///
     /// # Safety
-    /// AVX-512 F/BW/VNNI are supported; `panel` holds `k / 32` blocks; the rows are inside
+    /// AVX-512 F and VNNI are supported; `panel` holds `k / 32` blocks; the rows are inside
     /// `activations`.
     pub(super) unsafe fn tile(
         panel: &Panel,
@@ -210,7 +198,7 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512vnni")]
     unsafe fn tile_rows<const R: usize>(
         panel: &Panel,
         activations: &QuantizedRows,

@@ -33,6 +33,7 @@ impl IntLevel {
             #[cfg(target_arch = "x86_64")]
             IntLevel::Avx512Vnni => {
                 IntLevel::Avx2.is_supported()
+                    && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512vnni")
                     && is_x86_feature_detected!("avx512vl")
             }

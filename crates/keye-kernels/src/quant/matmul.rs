@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::intdot::{IntDot, IntLevel, dispatch_int};
-use super::{QuantType, dequantize_blocks, formats, gemm};
+use super::{QuantType, dequantize_blocks, formats};
 use crate::linear::{STREAMING_MAX_ROWS, gemm_by_panels};
 use crate::math::round_half_away;
 use crate::parallel::{SharedMut, threads};
@@ -46,15 +46,16 @@ pub(crate) fn linear(
 ) {
     let int_level = IntLevel::for_simd(level);
     if m <= STREAMING_MAX_ROWS {
-        gemv(int_level, x, m, k, ty, w, n, bias, out);
-    } else if int_level == IntLevel::Avx512Vnni && gemm::is_supported() {
-        gemm::linear(x, m, k, ty, w, n, bias, out);
-    } else {
-        let row_bytes = k / ty.block_values() * ty.block_bytes();
-        gemm_by_panels(x, m, k, n, bias, out, |row, values| {
-            dequantize_blocks(ty, &w[row * row_bytes..(row + 1) * row_bytes], values)
-        });
+        return gemv(int_level, x, m, k, ty, w, n, bias, out);
     }
+    #[cfg(target_arch = "x86_64")]
+    if int_level == IntLevel::Avx512Vnni {
+        return super::gemm::linear(x, m, k, ty, w, n, bias, out);
+    }
+    let row_bytes = k / ty.block_values() * ty.block_bytes();
+    gemm_by_panels(x, m, k, n, bias, out, |row, values| {
+        dequantize_blocks(ty, &w[row * row_bytes..(row + 1) * row_bytes], values)
+    });
 }
 
 /// Activation rows rounded to 8-bit blocks: `quants` `[m, k]` (i8 as bytes), and per block its

@@ -10,6 +10,7 @@
 //! to, an f32 product with the dequantized weights.
 
 pub(crate) mod formats;
+#[cfg(target_arch = "x86_64")]
 mod gemm;
 pub(crate) mod intdot;
 pub(crate) mod matmul;
