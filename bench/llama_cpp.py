@@ -300,6 +300,7 @@ def keye_bench(keye: Path, checkpoint: Path, fmt: str, args, vision: bool) -> di
         cmd += ["--config", args.config]
     if fmt != "bf16":
         cmd += ["--quant", fmt]
+    cmd += ["--matmul-precision", args.matmul_precision]
     if not vision:
         cmd.append("--skip-vision")
     out = run(cmd, stdout=subprocess.PIPE, text=True).stdout
@@ -469,6 +470,9 @@ def main() -> None:
                         help="1-minute load average under which a measurement may start")
     parser.add_argument("--idle-timeout", type=float, default=900)
     parser.add_argument("--skip-vision", action="store_true")
+    parser.add_argument("--matmul-precision", choices=["bf16", "f32"], default="bf16",
+                        help="keye's products with bf16 weights: bf16 rounds the activations "
+                             "as llama.cpp's bf16 path does (default); f32 keeps them exact")
     parser.add_argument("--keep-gguf", action="store_true",
                         help="keep every GGUF instead of one format at a time")
     parser.add_argument("--build-only", action="store_true", help="only build llama.cpp")
@@ -528,6 +532,7 @@ def report(rows, first, vision, args) -> None:
     bandwidths = [r["bandwidth"] for _, k, _, _ in rows for r in k if r.get("bandwidth")]
     bandwidth = statistics.median(bandwidths) if bandwidths else first["bandwidth"]
     print(f"\nmemory read bandwidth (keye bench, median of runs): {bandwidth:.1f} GB/s")
+    print(f"keye --matmul-precision {args.matmul_precision} (bf16 weights only)")
     print(f"decode at {args.context} context, prefill of {args.prefill} tokens; tokens/s, "
           "best of the rounds; roofline = bandwidth / weight bytes per token\n")
     header = ("| format | keye decode | llama.cpp decode | ratio | keye % roofline | "

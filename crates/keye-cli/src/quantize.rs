@@ -44,6 +44,8 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     let formats = WeightFormats {
         text: args.to,
         vision: args.vision_to,
+        // Only how the weights are stored is written; precision is chosen when running.
+        ..WeightFormats::default()
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use half::bf16;
 use keye_kernels::{
     Q8Rows, QuantType, SimdLevel, Weights, attention_causal, attention_causal_q8,
-    attention_segments, linear, quantize, quantize_kv_rows,
+    attention_segments, linear, linear_bf16_products, quantize, quantize_kv_rows,
 };
 use rayon::prelude::*;
 
@@ -264,24 +264,33 @@ fn quantized_gemm(peak: f64) {
 }
 
 fn gemm(peak: f64) {
-    let (m, k, n) = (512, 4096, 12288);
-    let x = filled(m * k, 1);
+    let (k, n) = (4096, 12288);
     let w_f32 = filled(n * k, 2);
     let w_bf16: Vec<bf16> = w_f32.iter().map(|&v| bf16::from_f32(v)).collect();
-    let mut out = vec![0.0; m * n];
-    let flops = (2 * m * n * k) as f64;
-    for (name, w) in [
-        ("bf16", Weights::Bf16(&w_bf16)),
-        ("f32 ", Weights::F32(&w_f32)),
-    ] {
-        linear(&x, m, k, w, n, None, &mut out).unwrap();
-        let time = best_of(3, || linear(&x, m, k, w, n, None, &mut out).unwrap());
-        let gflops = flops / time.as_secs_f64() / 1e9;
+    let report = |name: &str, m: usize, time: Duration| {
+        let gflops = (2 * m * n * k) as f64 / time.as_secs_f64() / 1e9;
         println!(
-            "{name} linear m={m} k={k} n={n}          {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
+            "{name:<12} linear m={m:<3} k={k} n={n}  {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
             100.0 * gflops / peak,
             time.as_secs_f64() * 1e3
         );
+    };
+    for m in [32, 128, 512] {
+        let x = filled(m * k, 1);
+        let mut out = vec![0.0; m * n];
+        let mut run = |f: &mut dyn FnMut(&mut [f32])| {
+            f(&mut out);
+            best_of(3, || f(&mut out))
+        };
+        let exact = |out: &mut [f32]| linear(&x, m, k, Weights::Bf16(&w_bf16), n, None, out);
+        let rounded = |out: &mut [f32]| linear_bf16_products(&x, m, k, &w_bf16, n, None, out);
+        report("bf16", m, run(&mut |out| exact(out).unwrap()));
+        report("bf16 products", m, run(&mut |out| rounded(out).unwrap()));
+        if m == 512 {
+            let f32_weights =
+                |out: &mut [f32]| linear(&x, m, k, Weights::F32(&w_f32), n, None, out);
+            report("f32", m, run(&mut |out| f32_weights(out).unwrap()));
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! The numerics contract: activations are f32, weights are f32 or bf16 (widened exactly to f32
 //! in registers), and every product accumulates in f32, so results match an f32 PyTorch
-//! reference up to summation order. Activations are never rounded to bf16.
+//! reference up to summation order. Activations are never rounded to bf16, except by
+//! [`linear_bf16_products`], which does exactly that on request (PyTorch's bf16 semantics) to run
+//! on AVX-512 BF16 dot products.
 //!
 //! GGML block-quantized weights ([`QuantType`]: `Q8_0`, `Q4_0`, `Q4_K`, byte-compatible with
 //! GGUF files) are the exception, as in llama.cpp: [`linear`] rounds the activations to 8-bit
@@ -23,6 +25,7 @@
 
 mod activation;
 mod attention;
+mod bf16_products;
 mod embedding;
 mod error;
 mod kv_q8;
@@ -41,6 +44,7 @@ pub use activation::{
 pub use attention::{
     attention_causal, attention_causal_reference, attention_segments, attention_segments_reference,
 };
+pub use bf16_products::{linear_bf16_products, linear_bf16_products_reference};
 pub use embedding::{gather_rows, gather_rows_reference};
 pub use error::KernelError;
 pub use kv_q8::{

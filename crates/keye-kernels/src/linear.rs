@@ -113,7 +113,7 @@ pub(crate) fn linear_at(
     Ok(())
 }
 
-fn validate(
+pub(crate) fn validate(
     x: &[f32],
     m: usize,
     k: usize,

@@ -24,7 +24,7 @@ pub fn load_linear(
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
+    Ok(Linear::new(weight, bias, ckpt.formats().matmul_precision))
 }
 
 /// LayerNorm with affine weight and bias (biased variance).

@@ -24,7 +24,9 @@ mod vision;
 pub use checkpoint::{Checkpoint, StoredTensor};
 pub use config::{Architecture, GenerationConfig, KeyeConfig, RopeScaling, TokenIds, VisionConfig};
 pub use error::{Error, Result};
-pub use format::{StoredDtype, WeightFormat, WeightFormats, WeightRole, encode_tensor};
+pub use format::{
+    MatmulPrecision, StoredDtype, WeightFormat, WeightFormats, WeightRole, encode_tensor,
+};
 pub use keye_kernels::QuantType;
 pub use kv_cache::{KvCache, KvCacheFormat};
 pub use linear::MatrixWeight;

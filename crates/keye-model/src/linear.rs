@@ -13,7 +13,7 @@ use memmap2::Mmap;
 
 use crate::checkpoint::StoredTensor;
 use crate::error::{Error, Result};
-use crate::format::{StoredDtype, encode_tensor, widen};
+use crate::format::{MatmulPrecision, StoredDtype, encode_tensor, widen};
 
 enum MatrixData {
     MappedBf16(Arc<Mmap>, Range<usize>),
@@ -150,11 +150,16 @@ impl MatrixWeight {
 pub struct Linear {
     weight: MatrixWeight,
     bias: Option<Vec<f32>>,
+    precision: MatmulPrecision,
 }
 
 impl Linear {
-    pub fn new(weight: MatrixWeight, bias: Option<Vec<f32>>) -> Self {
-        Self { weight, bias }
+    pub fn new(weight: MatrixWeight, bias: Option<Vec<f32>>, precision: MatmulPrecision) -> Self {
+        Self {
+            weight,
+            bias,
+            precision,
+        }
     }
 
     pub fn out_features(&self) -> usize {
@@ -196,15 +201,13 @@ impl CustomOp1 for Linear {
         let m = x.len().checked_div(k).unwrap_or(0);
         let n = self.weight.rows;
         let mut out = vec![0f32; m * n];
-        keye_kernels::linear(
-            x,
-            m,
-            k,
-            self.weight.weights(),
-            n,
-            self.bias.as_deref(),
-            &mut out,
-        )
+        let bias = self.bias.as_deref();
+        match (self.weight.weights(), self.precision) {
+            (Weights::Bf16(w), MatmulPrecision::Bf16) => {
+                keye_kernels::linear_bf16_products(x, m, k, w, n, bias, &mut out)
+            }
+            (weights, _) => keye_kernels::linear(x, m, k, weights, n, bias, &mut out),
+        }
         .map_err(candle_core::Error::wrap)?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("rank >= 1") = n;

@@ -142,6 +142,7 @@ impl TextModel {
                     ckpt.formats().text,
                 )?,
                 None,
+                ckpt.formats().matmul_precision,
             )
         } else {
             load_linear(ckpt, "lm_head", cfg.vocab_size, d, false)?

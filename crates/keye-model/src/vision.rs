@@ -69,7 +69,7 @@ impl VisionTower {
             let bias = ckpt
                 .get(&format!("{p}.embeddings.patch_embedding.bias"), &[d])?
                 .to_f32_vec()?;
-            Linear::new(weight, Some(bias))
+            Linear::new(weight, Some(bias), ckpt.formats().matmul_precision)
         };
         let side = cfg.position_grid_side();
         let position_table = ckpt

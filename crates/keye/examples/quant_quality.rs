@@ -7,14 +7,15 @@
 //! cargo run --release -p keye --example quant_quality
 //! ```
 //!
-//! The format applies to the language model's and the vision tower's linear weights alike; the
+//! The format applies to the language model's and the vision tower's linear weights alike; one
+//! row rounds the activations of the bf16 products to bf16 (`--matmul-precision bf16`); the
 //! last rows keep the weights as stored and use the 8-bit KV cache instead.
 
 use std::path::{Path, PathBuf};
 
 use keye::{
-    Flow, GenerationOptions, Keye, KvCacheFormat, LoadOptions, QuantType, Request, TokenEvent,
-    WeightFormat,
+    Flow, GenerationOptions, Keye, KvCacheFormat, LoadOptions, MatmulPrecision, QuantType, Request,
+    TokenEvent, WeightFormat,
 };
 use keye_chat::MessagesFile;
 use safetensors::SafeTensors;
@@ -70,13 +71,31 @@ fn load_cases(model: &str) -> Result<Vec<Case>, Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let exact = MatmulPrecision::F32;
     let configurations = [
-        (WeightFormat::Stored, KvCacheFormat::F32),
-        (WeightFormat::Bf16, KvCacheFormat::F32),
-        (WeightFormat::Quantized(QuantType::Q8_0), KvCacheFormat::F32),
-        (WeightFormat::Quantized(QuantType::Q4_0), KvCacheFormat::F32),
-        (WeightFormat::Quantized(QuantType::Q4K), KvCacheFormat::F32),
-        (WeightFormat::Stored, KvCacheFormat::Q8),
+        (WeightFormat::Stored, exact, KvCacheFormat::F32),
+        (WeightFormat::Bf16, exact, KvCacheFormat::F32),
+        (
+            WeightFormat::Bf16,
+            MatmulPrecision::Bf16,
+            KvCacheFormat::F32,
+        ),
+        (
+            WeightFormat::Quantized(QuantType::Q8_0),
+            exact,
+            KvCacheFormat::F32,
+        ),
+        (
+            WeightFormat::Quantized(QuantType::Q4_0),
+            exact,
+            KvCacheFormat::F32,
+        ),
+        (
+            WeightFormat::Quantized(QuantType::Q4K),
+            exact,
+            KvCacheFormat::F32,
+        ),
+        (WeightFormat::Stored, exact, KvCacheFormat::Q8),
     ];
     println!(
         "| model | weights | KV cache | case | greedy tokens agreeing | max abs logit error | mean abs logit error | mean abs reference logit |"
@@ -84,10 +103,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|---|---|---|");
     for model in ["keye-preview-tiny", "keye-1.5-tiny"] {
         let cases = load_cases(model)?;
-        for (format, kv_cache) in configurations {
+        for (format, matmul_precision, kv_cache) in configurations {
             let options = LoadOptions {
                 quant: format,
                 quant_vision: format,
+                matmul_precision,
                 kv_cache,
                 ..LoadOptions::default()
             };
@@ -99,6 +119,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .ok_or("path")?,
                 &options,
             )?;
+            let format = match matmul_precision {
+                MatmulPrecision::F32 => format.to_string(),
+                MatmulPrecision::Bf16 => format!("{format}, bf16 activations"),
+            };
             let (mut agreeing, mut total, mut max_error, mut error_sum, mut logits) =
                 (0, 0, 0f32, 0f64, 0);
             let mut reference_sum = 0f64;

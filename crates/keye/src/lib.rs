@@ -44,7 +44,7 @@ use crate::files::{ModelFiles, ModelText};
 pub use error::{Error, Result};
 pub use export::{ExportSummary, write_gguf};
 pub use hub::{HubOptions, looks_like_hub_id, resolve_model};
-pub use keye_model::{KvCacheFormat, QuantType, WeightFormat};
+pub use keye_model::{KvCacheFormat, MatmulPrecision, QuantType, WeightFormat};
 pub use lookup::{MAX_DRAFT_TOKENS, PromptLookup};
 pub use progress::{Progress, Stage};
 pub use prompt::{Prompt, VideoSummary, VisualInput};
@@ -82,6 +82,9 @@ pub struct LoadOptions {
     pub quant: WeightFormat,
     /// Format of the vision tower's and projector's linear weights.
     pub quant_vision: WeightFormat,
+    /// Whether products with bf16 weights round their activations to bf16 (faster prompts and
+    /// images on CPUs with AVX-512 BF16) or keep them f32 (the default).
+    pub matmul_precision: MatmulPrecision,
     /// Storage of each request's KV cache.
     pub kv_cache: KvCacheFormat,
 }
@@ -172,6 +175,7 @@ impl Keye {
         let formats = WeightFormats {
             text: options.quant,
             vision: options.quant_vision,
+            matmul_precision: options.matmul_precision,
         };
         let model = match &files {
             ModelFiles::Folder(dir) => KeyeModel::load_with_formats(dir, formats)?,

@@ -108,6 +108,7 @@ fn quantizing_at_load_and_a_quantized_file_answer_identically() {
                 WeightFormats {
                     text: format,
                     vision: format,
+                    ..WeightFormats::default()
                 },
                 &path,
             );
@@ -134,6 +135,7 @@ fn the_file_carries_the_models_text_files_and_typed_tensors() {
         WeightFormats {
             text: q8,
             vision: WeightFormat::Stored,
+            ..WeightFormats::default()
         },
         &path,
     );
@@ -248,6 +250,7 @@ fn the_gguf_python_package_reads_our_files_and_decodes_our_values() {
             WeightFormats {
                 text: WeightFormat::Quantized(text),
                 vision,
+                ..WeightFormats::default()
             },
             &path,
         );

@@ -2,6 +2,7 @@
 
 mod activation;
 mod attention;
+mod bf16_products;
 mod kv_q8;
 mod linear;
 mod norm;

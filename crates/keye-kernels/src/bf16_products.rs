@@ -1,0 +1,321 @@
+//! `out = bf16(x) · wᵀ + bias` for bf16 weights with the activations rounded to bf16 (nearest
+//! even) first, as PyTorch's bf16 inference and llama.cpp's bf16 path do. Products and sums stay
+//! f32: every bf16 × bf16 product is exact in f32, so the result is the f32 product of the rounded
+//! activations with the weights, up to summation order.
+//!
+//! The point is speed on CPUs with AVX-512 BF16: `vdpbf16ps` multiplies 32 pairs per instruction,
+//! twice the f32 FMA rate, and reads the weights as stored, so many-row products (prefill,
+//! vision) need neither the f32 GEMM's widened weight panels nor their packing.
+//!
+//! Layout of the many-row product: the activations are rounded and transposed once per call into
+//! panels of [`PANEL_ROWS`] rows (`[pairs][PANEL_ROWS]` words, each word two neighbouring values
+//! of one row), so a vector holds one pair of 16 rows. Weight pairs are broadcast straight from
+//! the weight rows. A register tile is [`TILE_COLUMNS`] weight rows × one panel; each task keeps
+//! its weight rows in cache while every panel passes by, so the weights are read from memory
+//! once.
+//!
+//! Without AVX-512 BF16 (or with few rows) the rounded activations go through [`linear`]: the
+//! same numbers, at the f32 rate.
+
+use std::cell::RefCell;
+
+use half::bf16;
+
+use crate::error::KernelError;
+use crate::linear::{STREAMING_MAX_ROWS, Weights, fill_with_bias, linear_at, validate};
+use crate::simd::SimdLevel;
+
+/// Activation rows per transposed panel: two 16-lane vectors.
+const PANEL_ROWS: usize = 32;
+/// Weight rows per register tile: `2 × TILE_COLUMNS` accumulators, the two activation vectors
+/// and a broadcast fit the 32 vector registers, with load slots to spare.
+const TILE_COLUMNS: usize = 8;
+/// From this many activation rows up the `vdpbf16ps` product runs. Up to
+/// [`STREAMING_MAX_ROWS`] rows stay on the weight-streaming kernel, whose rows equal one-row
+/// calls bit for bit (speculative decoding's verification relies on it); it is bound by reading
+/// the weights there anyway.
+const PRODUCT_MIN_ROWS: usize = STREAMING_MAX_ROWS + 1;
+
+thread_local! {
+    static ROUNDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `out[m×n] = bf16(x[m×k]) · wᵀ (+ bias[n])`, `w` `[n, k]` row-major bf16, accumulating in f32.
+pub fn linear_bf16_products(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[bf16],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    linear_bf16_products_at(SimdLevel::detected(), x, m, k, w, n, bias, out)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_bf16_products_at(
+    level: SimdLevel,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[bf16],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    validate(x, m, k, Weights::Bf16(w), n, bias, out)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        fill_with_bias(out, n, bias);
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if m >= PRODUCT_MIN_ROWS && x86::is_supported(level) {
+        x86::linear(x, m, k, w, n, bias, out);
+        return Ok(());
+    }
+    // Taken out of the cell, not borrowed: a nested call on this thread (a rayon task stolen
+    // while this one waits) finds it empty and allocates its own.
+    let mut rounded = ROUNDED.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+    rounded.clear();
+    rounded.extend(x.iter().map(|&v| round_to_bf16(v)));
+    let result = linear_at(level, &rounded, m, k, Weights::Bf16(w), n, bias, out);
+    ROUNDED.with(|cell| *cell.borrow_mut() = rounded);
+    result
+}
+
+/// `v` rounded to the nearest bf16 (ties to even), as an f32. NaN stays NaN; values past the
+/// largest bf16 become infinite, as in every bf16 conversion.
+#[inline(always)]
+pub(crate) fn round_to_bf16(v: f32) -> f32 {
+    f32::from_bits(u32::from(bf16_bits(v)) << 16)
+}
+
+/// The bits of `v` rounded to the nearest bf16 (ties to even); a NaN keeps its sign and stays
+/// quiet.
+#[inline(always)]
+fn bf16_bits(v: f32) -> u16 {
+    let bits = v.to_bits();
+    if v.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let rounding = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(rounding) >> 16) as u16
+}
+
+/// Reference twin of [`linear_bf16_products`]: the activations rounded to bf16, then
+/// [`crate::linear_reference`].
+pub fn linear_bf16_products_reference(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[bf16],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let rounded: Vec<f32> = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+    crate::linear_reference(&rounded, m, k, Weights::Bf16(w), n, bias, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m512, __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_loadu_si512, _mm512_set1_epi32,
+        _mm512_setzero_ps, _mm512_setzero_si512, _mm512_storeu_ps,
+    };
+
+    use rayon::prelude::*;
+
+    use super::*;
+    use crate::parallel::{SharedMut, threads};
+
+    pub(super) fn is_supported(level: SimdLevel) -> bool {
+        level >= SimdLevel::Avx512 && is_x86_feature_detected!("avx512bf16")
+    }
+
+    thread_local! {
+        static PANELS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Shapes validated, all positive; the CPU has AVX-512 F and BF16.
+    pub(super) fn linear(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &[bf16],
+        n: usize,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let pairs = k.div_ceil(2);
+        let panel_words = pairs * PANEL_ROWS;
+        let panel_count = m.div_ceil(PANEL_ROWS);
+        let mut panels = PANELS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        panels.clear();
+        panels.resize(panel_count * panel_words, 0);
+        panels
+            .par_chunks_mut(panel_words)
+            .zip(x.par_chunks(PANEL_ROWS * k))
+            .for_each(|(panel, rows)| transpose_rounded(rows, k, panel));
+
+        // About 16 tasks per thread, in whole tiles, so rayon can balance uneven progress.
+        let columns_per_task = n
+            .div_ceil(threads() * 16)
+            .next_multiple_of(TILE_COLUMNS)
+            .max(TILE_COLUMNS);
+        let out = SharedMut::new(out);
+        let panels_ref = &panels;
+        (0..n.div_ceil(columns_per_task))
+            .into_par_iter()
+            .for_each(|task| {
+                let first = task * columns_per_task;
+                let end = (first + columns_per_task).min(n);
+                let mut column = first;
+                while column < end {
+                    let columns = TILE_COLUMNS.min(end - column);
+                    for panel in 0..panel_count {
+                        let rows = PANEL_ROWS.min(m - panel * PANEL_ROWS);
+                        let tile = Tile {
+                            activations: &panels_ref[panel * panel_words..][..panel_words],
+                            weights: &w[column * k..(column + columns) * k],
+                            k,
+                        };
+                        // SAFETY: the CPU supports AVX-512 F and BF16 (the caller checked).
+                        let sums = unsafe { tile.sums(columns, rows) };
+                        for (c, sums) in sums[..columns].iter().enumerate() {
+                            let bias = bias.map_or(0.0, |b| b[column + c]);
+                            for (r, &sum) in sums[..rows].iter().enumerate() {
+                                let row = panel * PANEL_ROWS + r;
+                                // SAFETY: row < m, column + c < n; each task writes only its
+                                // own columns.
+                                unsafe { *out.get().add(row * n + column + c) = sum + bias };
+                            }
+                        }
+                    }
+                    column += columns;
+                }
+            });
+        PANELS.with(|cell| *cell.borrow_mut() = panels);
+    }
+
+    /// Rounds up to [`PANEL_ROWS`] activation rows to bf16 and writes them as `[pairs][PANEL_ROWS]`
+    /// words (the low half the even value); rows past `rows` and the odd value past an odd `k`
+    /// stay zero.
+    fn transpose_rounded(rows: &[f32], k: usize, panel: &mut [u32]) {
+        // Pairs per step: one cache line of each source row, written into a 2 KiB block of the
+        // panel that stays in L1.
+        const STEP_PAIRS: usize = 8;
+        let pairs = k.div_ceil(2);
+        let mut first = 0;
+        while first < pairs {
+            let count = STEP_PAIRS.min(pairs - first);
+            for (r, row) in rows.chunks_exact(k).enumerate() {
+                for p in first..first + count {
+                    let low = bf16_bits(row[2 * p]);
+                    let high = row.get(2 * p + 1).map_or(0, |&v| bf16_bits(v));
+                    panel[p * PANEL_ROWS + r] = u32::from(low) | (u32::from(high) << 16);
+                }
+            }
+            first += count;
+        }
+    }
+
+    struct Tile<'a> {
+        /// One transposed activation panel.
+        activations: &'a [u32],
+        /// The tile's weight rows, `k` values each.
+        weights: &'a [bf16],
+        k: usize,
+    }
+
+    impl Tile<'_> {
+        /// `sums[c][r]`: weight row `c` dotted with panel row `r`, for `columns <= TILE_COLUMNS`
+        /// and `rows <= PANEL_ROWS`.
+        ///
+        /// # Safety
+        /// AVX-512 F and BF16 are supported.
+        unsafe fn sums(&self, columns: usize, rows: usize) -> [[f32; PANEL_ROWS]; TILE_COLUMNS] {
+            // SAFETY: forwarded; `weights` holds `columns` rows.
+            unsafe {
+                match (columns, rows > PANEL_ROWS / 2) {
+                    (8, true) => self.run::<8, 2>(),
+                    (8, false) => self.run::<8, 1>(),
+                    (7, _) => self.run::<7, 2>(),
+                    (6, _) => self.run::<6, 2>(),
+                    (5, _) => self.run::<5, 2>(),
+                    (4, _) => self.run::<4, 2>(),
+                    (3, _) => self.run::<3, 2>(),
+                    (2, _) => self.run::<2, 2>(),
+                    _ => self.run::<1, 2>(),
+                }
+            }
+        }
+
+        /// `C` weight rows × `H` vectors (16 panel rows each).
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        unsafe fn run<const C: usize, const H: usize>(&self) -> [[f32; PANEL_ROWS]; TILE_COLUMNS] {
+            let k = self.k;
+            let full_pairs = k / 2;
+            let weights = self.weights.as_ptr();
+            let activations = self.activations.as_ptr();
+            let mut sums = [[0.0f32; PANEL_ROWS]; TILE_COLUMNS];
+            // SAFETY: pair `p < k / 2` of weight row `c` is the 4 bytes at `c·k + 2p` values;
+            // the panel holds `k.div_ceil(2)` pairs of `PANEL_ROWS` words.
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); H]; C];
+                for p in 0..full_pairs {
+                    let pairs = std::array::from_fn(|c| {
+                        weights.add(c * k + 2 * p).cast::<i32>().read_unaligned()
+                    });
+                    step(&mut acc, activations.add(p * PANEL_ROWS), pairs);
+                }
+                if k % 2 == 1 {
+                    let pairs =
+                        std::array::from_fn(|c| i32::from((*weights.add(c * k + k - 1)).to_bits()));
+                    step(&mut acc, activations.add(full_pairs * PANEL_ROWS), pairs);
+                }
+                for (c, acc) in acc.iter().enumerate() {
+                    for (h, &a) in acc.iter().enumerate() {
+                        _mm512_storeu_ps(sums[c].as_mut_ptr().add(16 * h), a);
+                    }
+                }
+            }
+            sums
+        }
+    }
+
+    /// `acc[c][h] += pair c of the weights · pair of panel rows `16h..16h + 16` at `activations`.
+    ///
+    /// # Safety
+    /// AVX-512 F and BF16 are supported; `activations` points to `16 · H` readable words.
+    #[inline(always)]
+    unsafe fn step<const C: usize, const H: usize>(
+        acc: &mut [[__m512; H]; C],
+        activations: *const u32,
+        pairs: [i32; C],
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            let mut lanes = [_mm512_setzero_si512(); H];
+            for (h, lane) in lanes.iter_mut().enumerate() {
+                *lane = _mm512_loadu_si512(activations.add(16 * h).cast());
+            }
+            for (acc, &pair) in acc.iter_mut().zip(&pairs) {
+                let b = bh(_mm512_set1_epi32(pair));
+                for (a, &lane) in acc.iter_mut().zip(&lanes) {
+                    *a = _mm512_dpbf16_ps(*a, bh(lane), b);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn bh(v: __m512i) -> __m512bh {
+        // SAFETY: both are 512 bits of plain data.
+        unsafe { std::mem::transmute(v) }
+    }
+}

@@ -1,0 +1,104 @@
+use half::bf16;
+
+use super::{assert_close, rng, uniform};
+use crate::bf16_products::{linear_bf16_products_at, round_to_bf16};
+use crate::{SimdLevel, linear_bf16_products_reference};
+
+/// As for `linear`: relative to `Σ|bf16(x)·w| + |bias|`, far above any summation order's effect
+/// and far below a wrong, missing or unrounded term's.
+const RELATIVE_TOLERANCE: f32 = 1e-5;
+
+fn check(level: SimdLevel, seed: u64, m: usize, k: usize, n: usize, with_bias: bool) {
+    let mut rng = rng(seed);
+    let x = uniform(&mut rng, m * k, -1.0, 1.0);
+    let w: Vec<bf16> = uniform(&mut rng, n * k, -1.0, 1.0)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    let bias = with_bias.then(|| uniform(&mut rng, n, -1.0, 1.0));
+    let mut got = vec![f32::NAN; m * n];
+    let mut expected = vec![0.0; m * n];
+    linear_bf16_products_at(level, &x, m, k, &w, n, bias.as_deref(), &mut got).unwrap();
+    linear_bf16_products_reference(&x, m, k, &w, n, bias.as_deref(), &mut expected).unwrap();
+    let magnitude = |index: usize| {
+        let (i, j) = (index / n, index % n);
+        let dot: f32 = (0..k)
+            .map(|c| (round_to_bf16(x[i * k + c]) * w[j * k + c].to_f32()).abs())
+            .sum();
+        dot + bias.as_ref().map_or(0.0, |b| b[j].abs())
+    };
+    let context = format!("bf16 products {level} m={m} k={k} n={n} bias={with_bias}");
+    assert_close(&got, &expected, magnitude, RELATIVE_TOLERANCE, &context);
+}
+
+#[test]
+fn matches_reference_for_every_level_and_shape() {
+    // Rows below, at and past the panel halves and tiles; odd depths (a half-empty last pair);
+    // weight-row counts that leave partial tiles.
+    let shapes = [(1, 1), (2, 8), (3, 9), (33, 17), (64, 40), (129, 7)];
+    let ms = [1, 7, 16, 17, 32, 33, 48, 70];
+    for level in SimdLevel::supported() {
+        for (index, &(k, n)) in shapes.iter().enumerate() {
+            for &m in &ms {
+                check(
+                    level,
+                    index as u64 * 37 + m as u64,
+                    m,
+                    k,
+                    n,
+                    (m + n) % 2 == 1,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn long_rows_and_many_tasks_stay_within_tolerance() {
+    for level in SimdLevel::supported() {
+        check(level, 5, 45, 4099, 21, true);
+        check(level, 6, 130, 256, 1000, false);
+    }
+}
+
+#[test]
+fn activations_are_rounded_like_half() {
+    let mut rng = rng(9);
+    let mut values = uniform(&mut rng, 100_000, -3.0e5, 3.0e5);
+    // Exact ties both ways, the largest finite values, infinities, zeros and a denormal.
+    values.extend([
+        f32::from_bits(0x3f80_8000),
+        f32::from_bits(0x3f81_8000),
+        f32::from_bits(0xbf80_8000),
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        f32::from_bits(1),
+    ]);
+    for v in values {
+        assert_eq!(
+            round_to_bf16(v).to_bits(),
+            bf16::from_f32(v).to_f32().to_bits(),
+            "{v:e}"
+        );
+    }
+    assert!(round_to_bf16(f32::NAN).is_nan());
+    assert!(round_to_bf16(-f32::NAN).is_nan());
+}
+
+#[test]
+fn rounding_changes_the_result_where_activations_are_not_bf16() {
+    // The kernel must round: with activations between two bf16 values, the exact product
+    // differs from the rounded one by far more than the tolerance.
+    for level in SimdLevel::supported() {
+        for m in [1, 8, 40] {
+            let x = vec![1.0 + 1.0 / 512.0; m];
+            let mut got = vec![0.0; m];
+            linear_bf16_products_at(level, &x, m, 1, &[bf16::ONE], 1, None, &mut got).unwrap();
+            assert_eq!(got, vec![1.0; m], "{level} m={m}");
+        }
+    }
+}
