@@ -193,20 +193,27 @@ fn gemv(bandwidth: f64) {
     for m in [1, 4, 16] {
         let x = filled(m * k, 99);
         let mut out = vec![0.0; m * n];
-        let mut sweep = || {
-            for w in &matrices {
-                linear(&x, m, k, Weights::Bf16(w), n, None, &mut out).unwrap();
-            }
-        };
-        sweep();
-        let time = best_of(3, sweep).as_secs_f64() / GEMV_MATRICES as f64;
-        let gbps = (n * k * 2) as f64 / time / 1e9;
-        let gflops = (2 * m * n * k) as f64 / time / 1e9;
-        println!(
-            "bf16 linear m={m:<3} {n}x{k}               {gbps:7.1} GB/s ({:5.1} % of read bw), {gflops:6.1} GFLOP/s, {:6.2} ms",
-            100.0 * gbps / bandwidth,
-            time * 1e3
-        );
+        for rounded in [false, true] {
+            let mut sweep = || {
+                for w in &matrices {
+                    if rounded {
+                        linear_bf16_products(&x, m, k, w, n, None, &mut out).unwrap();
+                    } else {
+                        linear(&x, m, k, Weights::Bf16(w), n, None, &mut out).unwrap();
+                    }
+                }
+            };
+            sweep();
+            let time = best_of(3, sweep).as_secs_f64() / GEMV_MATRICES as f64;
+            let gbps = (n * k * 2) as f64 / time / 1e9;
+            let gflops = (2 * m * n * k) as f64 / time / 1e9;
+            let name = if rounded { "bf16 products" } else { "bf16" };
+            println!(
+                "{name:<13} linear m={m:<3} {n}x{k}  {gbps:7.1} GB/s ({:5.1} % of read bw), {gflops:6.1} GFLOP/s, {:6.2} ms",
+                100.0 * gbps / bandwidth,
+                time * 1e3
+            );
+        }
     }
 }
 

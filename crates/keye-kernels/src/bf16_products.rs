@@ -14,8 +14,13 @@
 //! its weight rows in cache while every panel passes by, so the weights are read from memory
 //! once.
 //!
-//! Without AVX-512 BF16 (or with few rows) the rounded activations go through [`linear`]: the
-//! same numbers, at the f32 rate.
+//! With few rows (decode, speculative verification) the product is bound by reading the weights:
+//! each weight row is streamed once and dotted, 32 values per `vdpbf16ps`, with every activation
+//! row, each sum in one accumulator so a row's result does not depend on how many rows come
+//! with it.
+//!
+//! Without AVX-512 BF16 the rounded activations go through [`crate::linear`]: the same numbers,
+//! at the f32 rate.
 
 use std::cell::RefCell;
 
@@ -30,10 +35,9 @@ const PANEL_ROWS: usize = 32;
 /// Weight rows per register tile: `2 × TILE_COLUMNS` accumulators, the two activation vectors
 /// and a broadcast fit the 32 vector registers, with load slots to spare.
 const TILE_COLUMNS: usize = 8;
-/// From this many activation rows up the `vdpbf16ps` product runs. Up to
-/// [`STREAMING_MAX_ROWS`] rows stay on the weight-streaming kernel, whose rows equal one-row
-/// calls bit for bit (speculative decoding's verification relies on it); it is bound by reading
-/// the weights there anyway.
+/// From this many activation rows up the panel product runs. Up to [`STREAMING_MAX_ROWS`] rows
+/// stay on the weight-streaming kernel, whose rows equal one-row calls bit for bit (speculative
+/// decoding's verification relies on it).
 const PRODUCT_MIN_ROWS: usize = STREAMING_MAX_ROWS + 1;
 
 thread_local! {
@@ -73,8 +77,12 @@ pub(crate) fn linear_bf16_products_at(
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
-    if m >= PRODUCT_MIN_ROWS && x86::is_supported(level) {
-        x86::linear(x, m, k, w, n, bias, out);
+    if x86::is_supported(level) {
+        if m >= PRODUCT_MIN_ROWS {
+            x86::linear(x, m, k, w, n, bias, out);
+        } else {
+            x86::stream(x, m, k, w, n, bias, out);
+        }
         return Ok(());
     }
     // Taken out of the cell, not borrowed: a nested call on this thread (a rayon task stolen
@@ -124,8 +132,9 @@ pub fn linear_bf16_products_reference(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m512, __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_loadu_si512, _mm512_set1_epi32,
-        _mm512_setzero_ps, _mm512_setzero_si512, _mm512_storeu_ps,
+        __m512, __m512bh, __m512i, __mmask32, _mm512_dpbf16_ps, _mm512_loadu_si512,
+        _mm512_maskz_loadu_epi16, _mm512_reduce_add_ps, _mm512_set1_epi32, _mm512_setzero_ps,
+        _mm512_setzero_si512, _mm512_storeu_ps,
     };
 
     use rayon::prelude::*;
@@ -134,11 +143,152 @@ mod x86 {
     use crate::parallel::{SharedMut, threads};
 
     pub(super) fn is_supported(level: SimdLevel) -> bool {
-        level >= SimdLevel::Avx512 && is_x86_feature_detected!("avx512bf16")
+        level >= SimdLevel::Avx512
+            && is_x86_feature_detected!("avx512bf16")
+            && is_x86_feature_detected!("avx512bw")
     }
 
     thread_local! {
         static PANELS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+        static ROWS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Weight rows per streaming register tile, interleaved so four sums are in flight.
+    const STREAM_WEIGHT_ROWS: usize = 4;
+    /// Activation rows per streaming register tile: 4 × 4 accumulators.
+    const STREAM_ACTIVATION_ROWS: usize = 4;
+
+    /// The weight-streaming product for `m < PRODUCT_MIN_ROWS`; shapes validated, all positive;
+    /// the CPU has AVX-512 F and BF16.
+    pub(super) fn stream(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &[bf16],
+        n: usize,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let mut rows = ROWS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        rows.clear();
+        rows.extend(x.iter().map(|&v| bf16_bits(v)));
+        let chunk = n
+            .div_ceil(threads() * 16)
+            .next_multiple_of(STREAM_WEIGHT_ROWS);
+        let out = SharedMut::new(out);
+        let activations = &rows;
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|task| {
+            let end = ((task + 1) * chunk).min(n);
+            let mut j = task * chunk;
+            while j < end {
+                let weight_rows = STREAM_WEIGHT_ROWS.min(end - j);
+                let mut first = 0;
+                while first < m {
+                    let tile_rows = STREAM_ACTIVATION_ROWS.min(m - first);
+                    let tile = StreamTile {
+                        activations: &activations[first * k..(first + tile_rows) * k],
+                        weights: &w[j * k..(j + weight_rows) * k],
+                        k,
+                    };
+                    // SAFETY: the CPU supports AVX-512 F and BF16 (the caller checked).
+                    let sums = unsafe { tile.sums(weight_rows, tile_rows) };
+                    for (r, sums) in sums[..weight_rows].iter().enumerate() {
+                        let bias = bias.map_or(0.0, |b| b[j + r]);
+                        for (t, &sum) in sums[..tile_rows].iter().enumerate() {
+                            // SAFETY: row `first + t < m`, column `j + r < n`; each task writes
+                            // only its own columns.
+                            unsafe { *out.get().add((first + t) * n + j + r) = sum + bias };
+                        }
+                    }
+                    first += tile_rows;
+                }
+                j += weight_rows;
+            }
+        });
+        ROWS.with(|cell| *cell.borrow_mut() = rows);
+    }
+
+    struct StreamTile<'a> {
+        /// Activation rows rounded to bf16 (bits), `k` each.
+        activations: &'a [u16],
+        /// Weight rows, `k` each.
+        weights: &'a [bf16],
+        k: usize,
+    }
+
+    impl StreamTile<'_> {
+        /// `sums[r][t]`: weight row `r` dotted with activation row `t`.
+        ///
+        /// # Safety
+        /// AVX-512 F and BF16 are supported; `weight_rows <= STREAM_WEIGHT_ROWS` and
+        /// `activation_rows <= STREAM_ACTIVATION_ROWS` match the slices.
+        unsafe fn sums(
+            &self,
+            weight_rows: usize,
+            activation_rows: usize,
+        ) -> [[f32; STREAM_ACTIVATION_ROWS]; STREAM_WEIGHT_ROWS] {
+            // SAFETY: forwarded.
+            unsafe {
+                match (weight_rows, activation_rows) {
+                    (4, 4) => self.run::<4, 4>(),
+                    (4, 3) => self.run::<4, 3>(),
+                    (4, 2) => self.run::<4, 2>(),
+                    (4, _) => self.run::<4, 1>(),
+                    (_, 4) => self.run::<1, 4>(),
+                    (_, 3) => self.run::<1, 3>(),
+                    (_, 2) => self.run::<1, 2>(),
+                    _ => self.run::<1, 1>(),
+                }
+            }
+        }
+
+        /// `R` weight rows × `T` activation rows. A tile of fewer than four weight rows takes
+        /// them one at a time.
+        #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+        unsafe fn run<const R: usize, const T: usize>(
+            &self,
+        ) -> [[f32; STREAM_ACTIVATION_ROWS]; STREAM_WEIGHT_ROWS] {
+            let mut sums = [[0.0f32; STREAM_ACTIVATION_ROWS]; STREAM_WEIGHT_ROWS];
+            let k = self.k;
+            let groups = if R == 1 { self.weights.len() / k } else { 1 };
+            for group in 0..groups {
+                let weights = self.weights[group * R * k..].as_ptr().cast::<u16>();
+                let activations = self.activations.as_ptr();
+                // SAFETY: every load covers values `c..c + 32` (masked to `k`) of a row inside
+                // the slices.
+                unsafe {
+                    let mut acc = [[_mm512_setzero_ps(); T]; R];
+                    let mut c = 0;
+                    while c < k {
+                        let mask: __mmask32 = if k - c >= 32 {
+                            !0
+                        } else {
+                            (1u32 << (k - c)) - 1
+                        };
+                        // No closures here: they would not inherit the target features and
+                        // stay out-of-line calls.
+                        let mut w = [_mm512_setzero_si512(); R];
+                        for (r, w) in w.iter_mut().enumerate() {
+                            *w = _mm512_maskz_loadu_epi16(mask, weights.add(r * k + c).cast());
+                        }
+                        for t in 0..T {
+                            let row = activations.add(t * k + c);
+                            let a = bh(_mm512_maskz_loadu_epi16(mask, row.cast()));
+                            for (acc, &w) in acc.iter_mut().zip(&w) {
+                                acc[t] = _mm512_dpbf16_ps(acc[t], bh(w), a);
+                            }
+                        }
+                        c += 32;
+                    }
+                    for r in 0..R {
+                        for t in 0..T {
+                            sums[group * R + r][t] = _mm512_reduce_add_ps(acc[r][t]);
+                        }
+                    }
+                }
+            }
+            sums
+        }
     }
 
     /// Shapes validated, all positive; the CPU has AVX-512 F and BF16.

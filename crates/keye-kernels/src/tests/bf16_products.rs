@@ -102,3 +102,39 @@ fn rounding_changes_the_result_where_activations_are_not_bf16() {
         }
     }
 }
+
+#[test]
+fn streamed_rows_equal_one_row_calls_bit_for_bit() {
+    // Speculative decoding verifies up to STREAMING_MAX_ROWS rows in one call and needs each
+    // row's result to equal a one-token step's.
+    let (k, n) = (100, 23);
+    let mut rng = rng(12);
+    let x = uniform(&mut rng, crate::STREAMING_MAX_ROWS * k, -1.0, 1.0);
+    let w: Vec<bf16> = uniform(&mut rng, n * k, -1.0, 1.0)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    let bias = uniform(&mut rng, n, -1.0, 1.0);
+    for level in SimdLevel::supported() {
+        let single: Vec<Vec<f32>> = x
+            .chunks_exact(k)
+            .map(|row| {
+                let mut out = vec![0.0; n];
+                linear_bf16_products_at(level, row, 1, k, &w, n, Some(&bias), &mut out).unwrap();
+                out
+            })
+            .collect();
+        for m in 2..=crate::STREAMING_MAX_ROWS {
+            let mut out = vec![0.0; m * n];
+            linear_bf16_products_at(level, &x[..m * k], m, k, &w, n, Some(&bias), &mut out)
+                .unwrap();
+            for (i, row) in out.chunks_exact(n).enumerate() {
+                let same = row
+                    .iter()
+                    .zip(&single[i])
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{level} m={m} row {i} differs from its one-row call");
+            }
+        }
+    }
+}
