@@ -1,6 +1,6 @@
 //! Small building blocks shared by the vision tower, the projector and the LLM.
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
@@ -29,66 +29,71 @@ pub fn load_linear(
 
 /// LayerNorm with affine weight and bias (biased variance).
 pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     eps: f32,
 }
 
 impl LayerNorm {
-    pub fn load(
-        ckpt: &Checkpoint,
-        prefix: &str,
-        size: usize,
-        eps: f64,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(ckpt: &Checkpoint, prefix: &str, size: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: ckpt
                 .get(&format!("{prefix}.weight"), &[size])?
-                .to_f32_tensor(device)?,
-            bias: ckpt
-                .get(&format!("{prefix}.bias"), &[size])?
-                .to_f32_tensor(device)?,
+                .to_f32_vec()?,
+            bias: ckpt.get(&format!("{prefix}.bias"), &[size])?.to_f32_vec()?,
             eps: eps as f32,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(
-            &x.contiguous()?,
-            &self.weight,
-            &self.bias,
-            self.eps,
-        )?)
+        Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
+    }
+}
+
+impl CustomOp1 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "keye-layer-norm"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(x, layout)?;
+        let mut out = vec![0f32; x.len()];
+        keye_kernels::layer_norm(x, &self.weight, &self.bias, self.eps, &mut out)
+            .map_err(candle_core::Error::wrap)?;
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
 /// RMSNorm `w ⊙ x·rsqrt(mean(x²) + eps)` over the last dimension.
 pub struct RmsNorm {
-    weight: Tensor,
+    weight: Vec<f32>,
     eps: f32,
 }
 
 impl RmsNorm {
-    pub fn load(
-        ckpt: &Checkpoint,
-        name: &str,
-        size: usize,
-        eps: f64,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(ckpt: &Checkpoint, name: &str, size: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: ckpt.get(name, &[size])?.to_f32_tensor(device)?,
+            weight: ckpt.get(name, &[size])?.to_f32_vec()?,
             eps: eps as f32,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
+        Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
+    }
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "keye-rms-norm"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(x, layout)?;
+        let mut out = vec![0f32; x.len()];
+        keye_kernels::rms_norm(x, &self.weight, self.eps, &mut out)
+            .map_err(candle_core::Error::wrap)?;
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
@@ -139,4 +144,73 @@ pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::RequiresContiguous { op: "keye-kernel" })?;
     Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+/// Element-wise activations on `keye-kernels`' vectorised, parallel kernels (candle's CPU GELU
+/// calls libm's `tanhf` per element on one thread).
+#[derive(Clone, Copy)]
+pub enum Activation {
+    /// SigLIP's `gelu_pytorch_tanh`.
+    GeluTanh,
+    /// The projector's exact `nn.GELU()`.
+    GeluErf,
+}
+
+impl Activation {
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.contiguous()?.apply_op1_no_bwd(&self)?)
+    }
+}
+
+impl CustomOp1 for Activation {
+    fn name(&self) -> &'static str {
+        match self {
+            Activation::GeluTanh => "keye-gelu-tanh",
+            Activation::GeluErf => "keye-gelu-erf",
+        }
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let mut out = contiguous_f32(x, layout)?.to_vec();
+        match self {
+            Activation::GeluTanh => keye_kernels::gelu_tanh(&mut out),
+            Activation::GeluErf => keye_kernels::gelu_erf(&mut out),
+        }
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// Qwen3's MLP gate `silu(gate) ⊙ up` in one pass.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    Ok(gate
+        .contiguous()?
+        .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)?)
+}
+
+struct SiluMul;
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "keye-silu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gate: &CpuStorage,
+        gate_layout: &Layout,
+        up: &CpuStorage,
+        up_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if gate_layout.shape() != up_layout.shape() {
+            candle_core::bail!(
+                "keye-silu-mul: gate {:?} and up {:?} differ in shape",
+                gate_layout.shape(),
+                up_layout.shape()
+            );
+        }
+        let mut out = contiguous_f32(gate, gate_layout)?.to_vec();
+        keye_kernels::silu_mul(&mut out, contiguous_f32(up, up_layout)?)
+            .map_err(candle_core::Error::wrap)?;
+        Ok((CpuStorage::F32(out), gate_layout.shape().clone()))
+    }
 }

@@ -8,7 +8,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::KeyeConfig;
 use crate::error::{Error, Result};
 use crate::kv_cache::{CacheLayers, KvCache, KvCacheFormat};
-use crate::layers::{RmsNorm, contiguous_f32, load_linear};
+use crate::layers::{RmsNorm, contiguous_f32, load_linear, silu_mul};
 use crate::linear::{Linear, MatrixWeight};
 use crate::rope::MRope;
 
@@ -70,7 +70,6 @@ impl TextModel {
                         &format!("{l}.input_layernorm.weight"),
                         d,
                         eps,
-                        device,
                     )?,
                     self_attn: Attention {
                         q_proj: load_linear(
@@ -106,14 +105,12 @@ impl TextModel {
                             &format!("{l}.self_attn.q_norm.weight"),
                             hd,
                             eps,
-                            device,
                         )?,
                         k_norm: RmsNorm::load(
                             ckpt,
                             &format!("{l}.self_attn.k_norm.weight"),
                             hd,
                             eps,
-                            device,
                         )?,
                     },
                     post_attention_layernorm: RmsNorm::load(
@@ -121,7 +118,6 @@ impl TextModel {
                         &format!("{l}.post_attention_layernorm.weight"),
                         d,
                         eps,
-                        device,
                     )?,
                     mlp: Mlp {
                         gate_proj: load_linear(ckpt, &format!("{l}.mlp.gate_proj"), ffn, d, false)?,
@@ -150,7 +146,7 @@ impl TextModel {
         Ok(Self {
             embed_tokens,
             layers,
-            norm: RmsNorm::load(ckpt, "model.norm.weight", d, eps, device)?,
+            norm: RmsNorm::load(ckpt, "model.norm.weight", d, eps)?,
             lm_head,
             rope: MRope::new(cfg.rope_theta, hd, cfg.mrope_section()?),
             q_heads: hq,
@@ -346,9 +342,9 @@ impl TextModel {
             x = (x + attn.o_proj.forward(&o)?)?;
 
             let h = layer.post_attention_layernorm.forward(&x)?;
-            let gate = layer.mlp.gate_proj.forward(&h)?.silu()?;
+            let gate = layer.mlp.gate_proj.forward(&h)?;
             let up = layer.mlp.up_proj.forward(&h)?;
-            x = (x + layer.mlp.down_proj.forward(&(gate * up)?)?)?;
+            x = (x + layer.mlp.down_proj.forward(&silu_mul(&gate, &up)?)?)?;
         }
         for (chunk, &n) in chunks.iter_mut().zip(lens) {
             chunk.cache.advance(n);

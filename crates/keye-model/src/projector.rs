@@ -8,7 +8,7 @@ use keye_media::GridThw;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Architecture, KeyeConfig};
 use crate::error::Result;
-use crate::layers::{LayerNorm, load_linear};
+use crate::layers::{Activation, LayerNorm, load_linear};
 use crate::linear::Linear;
 
 /// The projector's LayerNorm epsilon (`nn.LayerNorm` default), unlike the tower's 1e-6.
@@ -31,7 +31,7 @@ impl Projector {
         let norm_after_merge = cfg.architecture()? == Architecture::V1_5;
         let norm_size = if norm_after_merge { merged } else { dv };
         Ok(Self {
-            pre_norm: LayerNorm::load(ckpt, "mlp_AR.pre_norm", norm_size, PRE_NORM_EPS, device)?,
+            pre_norm: LayerNorm::load(ckpt, "mlp_AR.pre_norm", norm_size, PRE_NORM_EPS)?,
             norm_after_merge,
             linear_1: load_linear(ckpt, "mlp_AR.linear_1", merged, merged, true)?,
             linear_2: load_linear(ckpt, "mlp_AR.linear_2", cfg.hidden_size, merged, true)?,
@@ -59,7 +59,7 @@ impl Projector {
         if self.norm_after_merge {
             x = self.pre_norm.forward(&x)?;
         }
-        let x = self.linear_1.forward(&x)?.gelu_erf()?;
+        let x = Activation::GeluErf.forward(&self.linear_1.forward(&x)?)?;
         self.linear_2.forward(&x)
     }
 

@@ -9,7 +9,7 @@ use keye_media::GridThw;
 use crate::checkpoint::Checkpoint;
 use crate::config::VisionConfig;
 use crate::error::{Error, Result};
-use crate::layers::{LayerNorm, SegmentAttention, load_linear};
+use crate::layers::{Activation, LayerNorm, SegmentAttention, load_linear};
 use crate::linear::Linear;
 use crate::rope::VisionRope;
 
@@ -83,13 +83,7 @@ impl VisionTower {
             .map(|i| {
                 let l = format!("{p}.encoder.layers.{i}");
                 Ok(EncoderLayer {
-                    layer_norm1: LayerNorm::load(
-                        ckpt,
-                        &format!("{l}.layer_norm1"),
-                        d,
-                        eps,
-                        device,
-                    )?,
+                    layer_norm1: LayerNorm::load(ckpt, &format!("{l}.layer_norm1"), d, eps)?,
                     self_attn: SelfAttention {
                         q_proj: load_linear(ckpt, &format!("{l}.self_attn.q_proj"), d, d, true)?,
                         k_proj: load_linear(ckpt, &format!("{l}.self_attn.k_proj"), d, d, true)?,
@@ -102,13 +96,7 @@ impl VisionTower {
                             true,
                         )?,
                     },
-                    layer_norm2: LayerNorm::load(
-                        ckpt,
-                        &format!("{l}.layer_norm2"),
-                        d,
-                        eps,
-                        device,
-                    )?,
+                    layer_norm2: LayerNorm::load(ckpt, &format!("{l}.layer_norm2"), d, eps)?,
                     mlp: Mlp {
                         fc1: load_linear(
                             ckpt,
@@ -128,7 +116,7 @@ impl VisionTower {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let post_layernorm = LayerNorm::load(ckpt, &format!("{p}.post_layernorm"), d, eps, device)?;
+        let post_layernorm = LayerNorm::load(ckpt, &format!("{p}.post_layernorm"), d, eps)?;
         Ok(Self {
             patch_embedding,
             position_table,
@@ -195,7 +183,7 @@ impl VisionTower {
                 .reshape((total, self.hidden))?;
             x = (x + attn.out_proj.forward(&o)?)?;
             let h = layer.layer_norm2.forward(&x)?;
-            let h = layer.mlp.fc1.forward(&h)?.gelu()?;
+            let h = Activation::GeluTanh.forward(&layer.mlp.fc1.forward(&h)?)?;
             x = (x + layer.mlp.fc2.forward(&h)?)?;
         }
         self.post_layernorm.forward(&x)
