@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use half::bf16;
 use keye_kernels::{
     Q8Rows, QuantType, SimdLevel, Weights, attention_causal, attention_causal_q8,
-    attention_segments, linear, linear_bf16_products, quantize, quantize_kv_rows,
+    attention_segments, attention_segments_bf16_products, linear, linear_bf16_products, quantize,
+    quantize_kv_rows,
 };
 use rayon::prelude::*;
 
@@ -307,17 +308,26 @@ fn vision_attention(peak: f64) {
     let (q, k, v) = (filled(len, 1), filled(len, 2), filled(len, 3));
     let mut out = vec![0.0; len];
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let run = |out: &mut [f32]| {
-        attention_segments(&q, &k, &v, heads, head_dim, &[0, tokens], scale, out).unwrap()
-    };
-    run(&mut out);
-    let time = best_of(2, || run(&mut out)).as_secs_f64();
-    let gflops = (4 * tokens * tokens * head_dim * heads) as f64 / time / 1e9;
-    println!(
-        "vision attention {tokens} tok x {heads} h x {head_dim}      {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
-        100.0 * gflops / peak,
-        time * 1e3
-    );
+    for rounded in [false, true] {
+        let segments = [0, tokens];
+        let run = |out: &mut [f32]| {
+            if rounded {
+                attention_segments_bf16_products(&q, &k, &v, heads, head_dim, &segments, scale, out)
+            } else {
+                attention_segments(&q, &k, &v, heads, head_dim, &segments, scale, out)
+            }
+            .unwrap()
+        };
+        run(&mut out);
+        let time = best_of(2, || run(&mut out)).as_secs_f64();
+        let gflops = (4 * tokens * tokens * head_dim * heads) as f64 / time / 1e9;
+        let name = if rounded { "bf16 products" } else { "f32" };
+        println!(
+            "vision attention {name:<13} {tokens} tok x {heads} h x {head_dim}  {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
+            100.0 * gflops / peak,
+            time * 1e3
+        );
+    }
 }
 
 fn decode_attention(bandwidth: f64) {

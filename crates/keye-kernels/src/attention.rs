@@ -29,7 +29,7 @@ use crate::simd::{Simd, SimdLevel, dispatch, load_upto, store_upto};
 /// Query rows per task; a multiple of every level's lane count.
 pub(crate) const MAX_ROWS: usize = 64;
 /// Keys per online-softmax step.
-const KEY_BLOCK: usize = 64;
+pub(crate) const KEY_BLOCK: usize = 64;
 /// Fewest keys worth giving a task of their own when splitting a long key range.
 const MIN_SPLIT_KEYS: usize = 1024;
 /// Widest vector of any level, for padding head dimensions.
@@ -77,7 +77,38 @@ pub(crate) fn attention_segments_at(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     validate_segments(q, k, v, heads, head_dim, cu_seqlens, out)?;
-    let tasks: Vec<(Range<usize>, usize, Range<usize>)> = cu_seqlens
+    let row_stride = heads * head_dim;
+    let out = SharedMut::new(out);
+    segment_tasks(heads, cu_seqlens)
+        .into_par_iter()
+        .for_each(|(segment, head, queries)| {
+            let rows =
+                RowSet::new(queries.map(|t| (t * row_stride + head * head_dim, segment.end)));
+            let kv = KvLayout {
+                base: head * head_dim,
+                stride: row_stride,
+            };
+            let problem = Problem {
+                q,
+                k,
+                v,
+                kv,
+                head_dim,
+                scale,
+            };
+            // SAFETY: each task owns the output rows of its own (head, queries).
+            unsafe { attend_and_store(level, &problem, &rows, segment, out.get()) };
+        });
+    Ok(())
+}
+
+/// The tasks of a segment attention: `(segment, head, query rows)`, at most [`MAX_ROWS`] rows
+/// each.
+pub(crate) fn segment_tasks(
+    heads: usize,
+    cu_seqlens: &[usize],
+) -> Vec<(Range<usize>, usize, Range<usize>)> {
+    cu_seqlens
         .windows(2)
         .flat_map(|bounds| {
             let segment = bounds[0]..bounds[1];
@@ -92,30 +123,10 @@ pub(crate) fn attention_segments_at(
                 })
             })
         })
-        .collect();
-    let row_stride = heads * head_dim;
-    let out = SharedMut::new(out);
-    tasks.into_par_iter().for_each(|(segment, head, queries)| {
-        let rows = RowSet::new(queries.map(|t| (t * row_stride + head * head_dim, segment.end)));
-        let kv = KvLayout {
-            base: head * head_dim,
-            stride: row_stride,
-        };
-        let problem = Problem {
-            q,
-            k,
-            v,
-            kv,
-            head_dim,
-            scale,
-        };
-        // SAFETY: each task owns the output rows of its own (head, queries).
-        unsafe { attend_and_store(level, &problem, &rows, segment, out.get()) };
-    });
-    Ok(())
+        .collect()
 }
 
-fn validate_segments(
+pub(crate) fn validate_segments(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -633,14 +644,7 @@ unsafe fn attend_wide<S: Simd>(
             qt[c * padded + r] = value;
         }
     }
-    let mut max = [f32::NEG_INFINITY; MAX_ROWS];
-    let mut sum = [0.0f32; MAX_ROWS];
-    let mut correction = [0.0f32; MAX_ROWS];
-    // Per row, keys of the current block at or past this index are masked (padding rows: none).
-    let mut visible = [KEY_BLOCK as f32; MAX_ROWS];
-    let min_key_end = rows.min_key_end();
-    let scale = s.splat(problem.scale);
-    let negative_infinity = s.splat(f32::NEG_INFINITY);
+    let mut columns = SoftmaxColumns::new();
     let (k_data, v_data) = (problem.k.as_ptr(), problem.v.as_ptr());
 
     let mut block = keys.start;
@@ -668,50 +672,17 @@ unsafe fn attend_wide<S: Simd>(
                 false,
             );
 
-            let masked = block + count > min_key_end;
-            if masked {
-                for (slot, &end) in visible.iter_mut().zip(&rows.key_ends[..rows.len]) {
-                    *slot = end.saturating_sub(block).min(KEY_BLOCK) as f32;
-                }
-            }
-            for lane0 in (0..padded).step_by(lanes) {
-                let visible_keys = s.load(visible.as_ptr().add(lane0));
-                let mut block_max = negative_infinity;
-                for j in 0..count {
-                    let p = st.as_mut_ptr().add(j * padded + lane0);
-                    let mut x = s.mul(s.load(p), scale);
-                    if masked {
-                        x = s.select_lt(s.splat(j as f32), visible_keys, x, negative_infinity);
-                    }
-                    s.store(p, x);
-                    block_max = s.max(block_max, x);
-                }
-                let old_max = s.load(max.as_ptr().add(lane0));
-                let new_max = s.max(old_max, block_max);
-                // A row with no visible key so far keeps max -inf; shift by 0 to avoid inf - inf.
-                let shift = s.select_lt(new_max, s.splat(f32::MIN), s.zero(), new_max);
-                let factor = exp(s, s.sub(old_max, shift));
-                let mut block_sum = s.zero();
-                for j in 0..count {
-                    let p = st.as_mut_ptr().add(j * padded + lane0);
-                    let weight = exp(s, s.sub(s.load(p), shift));
-                    s.store(p, weight);
-                    block_sum = s.add(block_sum, weight);
-                }
-                let old_sum = s.load(sum.as_ptr().add(lane0));
-                s.store(
-                    sum.as_mut_ptr().add(lane0),
-                    s.mul_add(old_sum, factor, block_sum),
-                );
-                s.store(max.as_mut_ptr().add(lane0), new_max);
-                s.store(correction.as_mut_ptr().add(lane0), factor);
-            }
-            for c in 0..d {
-                for lane0 in (0..padded).step_by(lanes) {
-                    let p = ot.as_mut_ptr().add(c * padded + lane0);
-                    s.store(p, s.mul(s.load(p), s.load(correction.as_ptr().add(lane0))));
-                }
-            }
+            softmax_block_wide(
+                s,
+                st,
+                padded,
+                count,
+                block,
+                rows,
+                problem.scale,
+                &mut columns,
+            );
+            scale_output_wide(s, ot, padded, d, &columns.correction);
             // ot[c][r] += Σ_j V[j][c] · st[j][r]
             let values = Operand {
                 data: v_data.add(key_rows),
@@ -734,13 +705,140 @@ unsafe fn attend_wide<S: Simd>(
         block += count;
     }
 
-    for r in 0..rows.len {
-        for c in 0..d {
-            state.output[r * d + c] = ot[c * padded + r];
+    columns.store(state, ot, padded, rows.len, d);
+}
+
+/// Online-softmax bookkeeping of the wide layout, one lane per query row.
+pub(crate) struct SoftmaxColumns {
+    max: [f32; MAX_ROWS],
+    sum: [f32; MAX_ROWS],
+    /// The factor the last block applied to earlier outputs.
+    pub(crate) correction: [f32; MAX_ROWS],
+    /// Per row, keys of the current block at or past this index are masked (padding rows: none).
+    visible: [f32; MAX_ROWS],
+}
+
+impl SoftmaxColumns {
+    pub(crate) fn new() -> Self {
+        SoftmaxColumns {
+            max: [f32::NEG_INFINITY; MAX_ROWS],
+            sum: [0.0; MAX_ROWS],
+            correction: [0.0; MAX_ROWS],
+            visible: [KEY_BLOCK as f32; MAX_ROWS],
         }
     }
-    state.max[..rows.len].copy_from_slice(&max[..rows.len]);
-    state.sum[..rows.len].copy_from_slice(&sum[..rows.len]);
+
+    /// The running sums of the rows' weights.
+    pub(crate) fn sums(&self) -> &[f32; MAX_ROWS] {
+        &self.sum
+    }
+
+    /// Moves the transposed outputs `ot` (`[d, padded]`) and the running max and sum of the
+    /// first `len` rows into `state`.
+    pub(crate) fn store(
+        &self,
+        state: &mut SoftmaxState<'_>,
+        ot: &[f32],
+        padded: usize,
+        len: usize,
+        d: usize,
+    ) {
+        for r in 0..len {
+            for c in 0..d {
+                state.output[r * d + c] = ot[c * padded + r];
+            }
+        }
+        state.max[..len].copy_from_slice(&self.max[..len]);
+        state.sum[..len].copy_from_slice(&self.sum[..len]);
+    }
+}
+
+/// One online-softmax step of the wide layout: scales the scores `st` (`[count, padded]`, keys
+/// `block..block + count`), masks keys past each row's end, replaces them by their weights and
+/// updates `columns` (max, sum and the correction for earlier outputs).
+///
+/// # Safety
+/// `st` holds `count × padded` floats; `padded` is a multiple of the lanes and at most
+/// [`MAX_ROWS`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn softmax_block_wide<S: Simd>(
+    s: S,
+    st: &mut [f32],
+    padded: usize,
+    count: usize,
+    block: usize,
+    rows: &RowSet,
+    scale: f32,
+    columns: &mut SoftmaxColumns,
+) {
+    let lanes = S::LANES;
+    let scale = s.splat(scale);
+    let negative_infinity = s.splat(f32::NEG_INFINITY);
+    let masked = block + count > rows.min_key_end();
+    if masked {
+        for (slot, &end) in columns.visible.iter_mut().zip(&rows.key_ends[..rows.len]) {
+            *slot = end.saturating_sub(block).min(KEY_BLOCK) as f32;
+        }
+    }
+    // SAFETY: every access is inside `st` and the `MAX_ROWS` columns, as the caller guarantees.
+    unsafe {
+        for lane0 in (0..padded).step_by(lanes) {
+            let visible_keys = s.load(columns.visible.as_ptr().add(lane0));
+            let mut block_max = negative_infinity;
+            for j in 0..count {
+                let p = st.as_mut_ptr().add(j * padded + lane0);
+                let mut x = s.mul(s.load(p), scale);
+                if masked {
+                    x = s.select_lt(s.splat(j as f32), visible_keys, x, negative_infinity);
+                }
+                s.store(p, x);
+                block_max = s.max(block_max, x);
+            }
+            let old_max = s.load(columns.max.as_ptr().add(lane0));
+            let new_max = s.max(old_max, block_max);
+            // A row with no visible key so far keeps max -inf; shift by 0 to avoid inf - inf.
+            let shift = s.select_lt(new_max, s.splat(f32::MIN), s.zero(), new_max);
+            let factor = exp(s, s.sub(old_max, shift));
+            let mut block_sum = s.zero();
+            for j in 0..count {
+                let p = st.as_mut_ptr().add(j * padded + lane0);
+                let weight = exp(s, s.sub(s.load(p), shift));
+                s.store(p, weight);
+                block_sum = s.add(block_sum, weight);
+            }
+            let old_sum = s.load(columns.sum.as_ptr().add(lane0));
+            s.store(
+                columns.sum.as_mut_ptr().add(lane0),
+                s.mul_add(old_sum, factor, block_sum),
+            );
+            s.store(columns.max.as_mut_ptr().add(lane0), new_max);
+            s.store(columns.correction.as_mut_ptr().add(lane0), factor);
+        }
+    }
+}
+
+/// `ot[c][r] *= correction[r]` for the transposed outputs `[d, padded]`.
+///
+/// # Safety
+/// `ot` holds `d × padded` floats; `padded` is a multiple of the lanes and at most [`MAX_ROWS`].
+#[inline(always)]
+pub(crate) unsafe fn scale_output_wide<S: Simd>(
+    s: S,
+    ot: &mut [f32],
+    padded: usize,
+    d: usize,
+    correction: &[f32; MAX_ROWS],
+) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        for c in 0..d {
+            for lane0 in (0..padded).step_by(S::LANES) {
+                let p = ot.as_mut_ptr().add(c * padded + lane0);
+                s.store(p, s.mul(s.load(p), s.load(correction.as_ptr().add(lane0))));
+            }
+        }
+    }
 }
 
 /// Narrow layout: row-major queries `qs` `[rows, head_dim]`, outputs `os` `[rows, padded

@@ -105,7 +105,7 @@ pub(crate) fn round_to_bf16(v: f32) -> f32 {
 /// The bits of `v` rounded to the nearest bf16 (ties to even); a NaN keeps its sign and stays
 /// quiet.
 #[inline(always)]
-fn bf16_bits(v: f32) -> u16 {
+pub(crate) fn bf16_bits(v: f32) -> u16 {
     let bits = v.to_bits();
     if v.is_nan() {
         return ((bits >> 16) | 0x40) as u16;

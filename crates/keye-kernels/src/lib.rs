@@ -25,6 +25,7 @@
 
 mod activation;
 mod attention;
+mod attention_bf16;
 mod bf16_products;
 mod embedding;
 mod error;
@@ -44,6 +45,7 @@ pub use activation::{
 pub use attention::{
     attention_causal, attention_causal_reference, attention_segments, attention_segments_reference,
 };
+pub use attention_bf16::attention_segments_bf16_products;
 pub use bf16_products::{linear_bf16_products, linear_bf16_products_reference};
 pub use embedding::{gather_rows, gather_rows_reference};
 pub use error::KernelError;

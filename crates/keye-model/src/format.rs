@@ -150,7 +150,8 @@ pub enum MatmulPrecision {
     F32,
     /// Activations are rounded to bf16 first, as in PyTorch's bf16 inference and llama.cpp, so
     /// prompt and image products run on AVX-512 BF16 dot products where the CPU has them
-    /// (about 3× the f32 path). Products with f32 or quantized weights are unchanged.
+    /// (about 3× the f32 path). Products with f32 or quantized weights are unchanged. The vision
+    /// tower's attention rounds q, k, v and its softmax weights likewise.
     Bf16,
 }
 
@@ -194,7 +195,7 @@ pub struct WeightFormats {
     pub text: WeightFormat,
     /// Linear weights of the vision tower's encoder layers and of the projector.
     pub vision: WeightFormat,
-    /// Applies to every linear layer whose weights are held as bf16.
+    /// Applies to every linear layer whose weights are held as bf16, and to vision attention.
     pub matmul_precision: MatmulPrecision,
 }
 

@@ -4,6 +4,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
+use crate::format::MatmulPrecision;
 use crate::linear::Linear;
 
 /// Loads `{prefix}.weight` `[out, in]` in the format its role asks for and, when `bias`,
@@ -104,6 +105,8 @@ pub struct SegmentAttention {
     pub head_dim: usize,
     pub cu_seqlens: Vec<usize>,
     pub scale: f32,
+    /// `Bf16` rounds q, k, v and the softmax weights to bf16 before their products.
+    pub precision: MatmulPrecision,
 }
 
 impl CustomOp3 for SegmentAttention {
@@ -124,7 +127,11 @@ impl CustomOp3 for SegmentAttention {
         let k = contiguous_f32(k, lk)?;
         let v = contiguous_f32(v, lv)?;
         let mut out = vec![0f32; q.len()];
-        keye_kernels::attention_segments(
+        let attention = match self.precision {
+            MatmulPrecision::F32 => keye_kernels::attention_segments,
+            MatmulPrecision::Bf16 => keye_kernels::attention_segments_bf16_products,
+        };
+        attention(
             q,
             k,
             v,

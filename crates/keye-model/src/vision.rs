@@ -9,6 +9,7 @@ use keye_media::GridThw;
 use crate::checkpoint::Checkpoint;
 use crate::config::VisionConfig;
 use crate::error::{Error, Result};
+use crate::format::MatmulPrecision;
 use crate::layers::{Activation, LayerNorm, SegmentAttention, load_linear};
 use crate::linear::Linear;
 use crate::rope::VisionRope;
@@ -52,6 +53,8 @@ pub struct VisionTower {
     hidden: usize,
     heads: usize,
     head_dim: usize,
+    /// Also decides whether attention rounds q, k, v and its weights to bf16.
+    precision: MatmulPrecision,
     device: Device,
 }
 
@@ -127,6 +130,7 @@ impl VisionTower {
             hidden: d,
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
+            precision: ckpt.formats().matmul_precision,
             device: device.clone(),
         })
     }
@@ -162,6 +166,7 @@ impl VisionTower {
             head_dim: self.head_dim,
             cu_seqlens: cu_seqlens(grids, segmentation),
             scale: (self.head_dim as f64).powf(-0.5) as f32,
+            precision: self.precision,
         };
         let split = (1, total, self.heads, self.head_dim);
         for layer in &self.layers {

@@ -278,3 +278,85 @@ fn causal_rejects_bad_shapes() {
         }
     ));
 }
+
+/// `attention_segments_bf16_products` against the reference on bf16-rounded q, k, v. The kernel
+/// also rounds the softmax weights: each by at most 2⁻⁹ of itself, which moves an output (a
+/// convex combination of values in [-1, 1]) by at most about 2⁻⁸.
+fn check_segments_bf16(level: SimdLevel, heads: usize, head_dim: usize, cu_seqlens: &[usize]) {
+    let tokens = *cu_seqlens.last().unwrap();
+    let len = tokens * heads * head_dim;
+    let mut rng = rng((tokens * 17 + heads * 3 + head_dim) as u64);
+    let q = uniform(&mut rng, len, -2.0, 2.0);
+    let k = uniform(&mut rng, len, -2.0, 2.0);
+    let v = uniform(&mut rng, len, -1.0, 1.0);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut got = vec![f32::NAN; len];
+    crate::attention_bf16::attention_segments_bf16_products_at(
+        level, &q, &k, &v, heads, head_dim, cu_seqlens, scale, &mut got,
+    )
+    .unwrap();
+    let round = |x: &[f32]| -> Vec<f32> {
+        x.iter()
+            .map(|&x| crate::bf16_products::round_to_bf16(x))
+            .collect()
+    };
+    let mut expected = vec![0.0; len];
+    attention_segments_reference(
+        &round(&q),
+        &round(&k),
+        &round(&v),
+        heads,
+        head_dim,
+        cu_seqlens,
+        scale,
+        &mut expected,
+    )
+    .unwrap();
+    let context = format!("bf16 segments {level} heads={heads} d={head_dim} cu={cu_seqlens:?}");
+    assert_close(&got, &expected, |_| 1.0, 1.0 / 256.0 + 1e-5, &context);
+}
+
+#[test]
+fn bf16_segments_match_reference_on_rounded_inputs() {
+    // Odd segment starts and lengths (a half-empty last weight pair), several row vectors and
+    // key blocks; head dimensions even (the bf16 kernel) and odd (rounded inputs, f32 kernel).
+    let layouts: [&[usize]; 5] = [
+        &[0, 1],
+        &[0, 5, 5, 70, 200],
+        &[0, 17, 300],
+        &[0, 129, 130, 131],
+        &[0, 33, 97],
+    ];
+    for level in SimdLevel::supported() {
+        for cu in layouts {
+            for (heads, head_dim) in [(2, 72), (1, 2), (3, 16), (2, 7), (1, 128)] {
+                check_segments_bf16(level, heads, head_dim, cu);
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_segments_differ_from_f32_where_inputs_are_not_bf16() {
+    // Keys that round to equal bf16 values give equal weights: one value row, not a mixture.
+    let (heads, head_dim) = (1, 2);
+    let q = vec![8.0, 0.0, 8.0, 0.0];
+    let k = vec![1.0, 0.0, 1.0 + 1.0 / 512.0, 0.0];
+    let v = vec![0.0, 0.0, 1.0, 1.0];
+    for level in SimdLevel::supported() {
+        let mut out = vec![0.0; 4];
+        crate::attention_bf16::attention_segments_bf16_products_at(
+            level,
+            &q,
+            &k,
+            &v,
+            heads,
+            head_dim,
+            &[0, 2],
+            1.0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, vec![0.5; 4], "{level}");
+    }
+}

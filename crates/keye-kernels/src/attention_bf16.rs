@@ -1,0 +1,420 @@
+//! Vision attention with bf16 products: [`crate::attention_segments`] with `q`, `k`, `v` and the
+//! softmax weights rounded to bf16 before they are multiplied, as a bf16 PyTorch model computes
+//! them; scores, softmax bookkeeping and sums stay f32.
+//!
+//! On CPUs with AVX-512 BF16 both products of each key block (scores `q·k` and the weighted sum
+//! of values) run on `vdpbf16ps`, in the wide layout of [`crate::attention`] (query rows along the
+//! lanes): keys are rounded once per call and their pairs broadcast, values are rounded and
+//! transposed once per call (`[head][dim][token]`) so their pairs along the keys are adjacent.
+//! Elsewhere, or for an odd head dimension or one above 128, `q`, `k` and `v` are rounded and the
+//! f32 kernel runs (the softmax weights then stay f32).
+
+use std::cell::RefCell;
+
+use crate::attention::validate_segments;
+use crate::bf16_products::round_to_bf16;
+use crate::error::KernelError;
+use crate::simd::SimdLevel;
+
+thread_local! {
+    static ROUNDED: RefCell<[Vec<f32>; 3]> = RefCell::default();
+}
+
+/// [`crate::attention_segments`] with bf16 products (see the module docs).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_segments_bf16_products(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    head_dim: usize,
+    cu_seqlens: &[usize],
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    attention_segments_bf16_products_at(
+        SimdLevel::detected(),
+        q,
+        k,
+        v,
+        heads,
+        head_dim,
+        cu_seqlens,
+        scale,
+        out,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_segments_bf16_products_at(
+    level: SimdLevel,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    head_dim: usize,
+    cu_seqlens: &[usize],
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    validate_segments(q, k, v, heads, head_dim, cu_seqlens, out)?;
+    #[cfg(target_arch = "x86_64")]
+    if head_dim.is_multiple_of(2) && head_dim <= x86::MAX_HEAD_DIM && x86::is_supported(level) {
+        x86::attention(q, k, v, heads, head_dim, cu_seqlens, scale, out);
+        return Ok(());
+    }
+    // Taken out of the cell, not borrowed, so a nested call on this thread allocates its own.
+    let mut rounded = ROUNDED.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+    for (target, source) in rounded.iter_mut().zip([q, k, v]) {
+        target.clear();
+        target.extend(source.iter().map(|&x| round_to_bf16(x)));
+    }
+    let [q, k, v] = &rounded;
+    let result = crate::attention::attention_segments_at(
+        level, q, k, v, heads, head_dim, cu_seqlens, scale, out,
+    );
+    ROUNDED.with(|cell| *cell.borrow_mut() = rounded);
+    result
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m512, __m512bh, __m512i, _mm512_add_epi32, _mm512_and_si512, _mm512_castps_si512,
+        _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_or_si512, _mm512_set1_epi32,
+        _mm512_setzero_ps, _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
+    };
+    use std::ops::Range;
+
+    use rayon::prelude::*;
+
+    use super::*;
+    use crate::attention::{
+        KEY_BLOCK, MAX_ROWS, RowSet, SoftmaxColumns, scale_output_wide, segment_tasks,
+        softmax_block_wide,
+    };
+    use crate::bf16_products::bf16_bits;
+    use crate::parallel::SharedMut;
+    use crate::simd::x86::Avx512;
+
+    const LANES: usize = 16;
+    /// Largest head dimension the per-task buffers (on the stack) hold.
+    pub(super) const MAX_HEAD_DIM: usize = 128;
+
+    pub(super) fn is_supported(level: SimdLevel) -> bool {
+        level >= SimdLevel::Avx512 && is_x86_feature_detected!("avx512bf16")
+    }
+
+    thread_local! {
+        static OPERANDS: RefCell<[Vec<u16>; 2]> = RefCell::default();
+    }
+
+    /// Keys and values rounded once per call, shared by every task.
+    struct Operands<'a> {
+        /// Keys as `k` lays them out, `[tokens, heads, head_dim]`.
+        keys: &'a [u16],
+        /// Values transposed: value `(t, h, c)` at `(h·head_dim + c)·value_stride + t`; each row
+        /// ends with a zero so that a pair starting at the last token stays inside it.
+        values: &'a [u16],
+        value_stride: usize,
+        heads: usize,
+        head_dim: usize,
+        scale: f32,
+    }
+
+    /// Shapes validated; `head_dim` even; the CPU has AVX-512 F and BF16.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attention(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        heads: usize,
+        head_dim: usize,
+        cu_seqlens: &[usize],
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let tokens = q.len() / (heads * head_dim);
+        let value_stride = tokens + 1;
+        let mut buffers = OPERANDS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        let [keys, values] = &mut buffers;
+        keys.clear();
+        keys.par_extend(k.par_iter().map(|&x| bf16_bits(x)));
+        values.clear();
+        values.resize(heads * head_dim * value_stride, 0);
+        values
+            .par_chunks_mut(value_stride)
+            .enumerate()
+            .for_each(|(row, target)| {
+                let (h, c) = (row / head_dim, row % head_dim);
+                for (t, slot) in target[..tokens].iter_mut().enumerate() {
+                    *slot = bf16_bits(v[(t * heads + h) * head_dim + c]);
+                }
+            });
+        let operands = Operands {
+            keys,
+            values,
+            value_stride,
+            heads,
+            head_dim,
+            scale,
+        };
+        let row_stride = heads * head_dim;
+        let out = SharedMut::new(out);
+        segment_tasks(heads, cu_seqlens)
+            .into_par_iter()
+            .for_each(|(segment, head, queries)| {
+                let rows =
+                    RowSet::new(queries.map(|t| (t * row_stride + head * head_dim, segment.end)));
+                // SAFETY: the CPU supports the instructions (the caller checked); each task owns
+                // the output rows of its own (head, queries).
+                unsafe { attend(&operands, q, head, &rows, segment, out.get()) };
+            });
+        OPERANDS.with(|cell| *cell.borrow_mut() = buffers);
+    }
+
+    /// Attends `rows` of head `head` to the keys of `segment` and stores the normalised rows.
+    ///
+    /// # Safety
+    /// AVX-512 F and BF16 are supported; no other task writes these rows of `out`.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn attend(
+        o: &Operands<'_>,
+        q: &[f32],
+        head: usize,
+        rows: &RowSet,
+        segment: Range<usize>,
+        out: *mut f32,
+    ) {
+        let d = o.head_dim;
+        let pairs = d / 2;
+        let padded = rows.len.next_multiple_of(LANES);
+        // SAFETY: the CPU has AVX-512 F/BW/VL (the caller checked).
+        let s = unsafe { Avx512::new_unchecked() };
+        // Queries rounded and transposed into pairs: `[pairs][padded]` words.
+        let mut queries = [0u32; MAX_HEAD_DIM / 2 * MAX_ROWS];
+        for (r, &offset) in rows.offsets[..rows.len].iter().enumerate() {
+            let row = &q[offset..offset + d];
+            for p in 0..pairs {
+                queries[p * padded + r] =
+                    u32::from(bf16_bits(row[2 * p])) | (u32::from(bf16_bits(row[2 * p + 1])) << 16);
+            }
+        }
+        let mut outputs = [0.0f32; MAX_HEAD_DIM * MAX_ROWS];
+        let mut scores = [0.0f32; KEY_BLOCK * MAX_ROWS];
+        let mut weights = [0u32; KEY_BLOCK / 2 * MAX_ROWS];
+        let mut columns = SoftmaxColumns::new();
+        let vectors = padded / LANES;
+
+        let mut block = segment.start;
+        while block < segment.end {
+            let count = KEY_BLOCK.min(segment.end - block);
+            // SAFETY: every index below is inside the operands and buffers sized above.
+            unsafe {
+                let mut j = 0;
+                while j < count {
+                    let keys = if count - j >= 4 { 4 } else { 1 };
+                    let key_rows: [usize; 4] = std::array::from_fn(|i| {
+                        ((block + j + i.min(keys - 1)) * o.heads + head) * d
+                    });
+                    let args = (o.keys, key_rows, queries.as_ptr(), pairs, padded);
+                    let target = scores.as_mut_ptr().add(j * padded);
+                    match (keys, vectors) {
+                        (4, 4) => key_scores::<4, 4>(args, target),
+                        (4, 3) => key_scores::<4, 3>(args, target),
+                        (4, 2) => key_scores::<4, 2>(args, target),
+                        (4, _) => key_scores::<4, 1>(args, target),
+                        (_, 4) => key_scores::<1, 4>(args, target),
+                        (_, 3) => key_scores::<1, 3>(args, target),
+                        (_, 2) => key_scores::<1, 2>(args, target),
+                        _ => key_scores::<1, 1>(args, target),
+                    }
+                    j += keys;
+                }
+                softmax_block_wide(
+                    s,
+                    &mut scores[..count * padded],
+                    padded,
+                    count,
+                    block,
+                    rows,
+                    o.scale,
+                    &mut columns,
+                );
+                scale_output_wide(
+                    s,
+                    &mut outputs[..d * padded],
+                    padded,
+                    d,
+                    &columns.correction,
+                );
+                let weight_pairs = count.div_ceil(2);
+                pack_weights(&scores, count, padded, &mut weights);
+                let mut c = 0;
+                while c < d {
+                    let dims = if d - c >= 4 { 4 } else { 1 };
+                    let value_rows: [usize; 4] = std::array::from_fn(|i| {
+                        (head * d + c + i.min(dims - 1)) * o.value_stride + block
+                    });
+                    let args = (o.values, value_rows, weights.as_ptr(), weight_pairs, padded);
+                    let target = outputs.as_mut_ptr().add(c * padded);
+                    match (dims, vectors) {
+                        (4, 4) => value_sums::<4, 4>(args, target),
+                        (4, 3) => value_sums::<4, 3>(args, target),
+                        (4, 2) => value_sums::<4, 2>(args, target),
+                        (4, _) => value_sums::<4, 1>(args, target),
+                        (_, 4) => value_sums::<1, 4>(args, target),
+                        (_, 3) => value_sums::<1, 3>(args, target),
+                        (_, 2) => value_sums::<1, 2>(args, target),
+                        _ => value_sums::<1, 1>(args, target),
+                    }
+                    c += dims;
+                }
+            }
+            block += count;
+        }
+        let sums = columns.sums();
+        for (r, &offset) in rows.offsets[..rows.len].iter().enumerate() {
+            let inverse = 1.0 / sums[r];
+            for c in 0..d {
+                // SAFETY: this task owns the row at `offset`, `d` floats.
+                unsafe { *out.add(offset + c) = outputs[c * padded + r] * inverse };
+            }
+        }
+    }
+
+    /// `(pairs source, the R row starts in it, lane words [pairs][padded], pairs, padded)`.
+    type PairProduct<'a> = (&'a [u16], [usize; 4], *const u32, usize, usize);
+
+    /// `target[i][lanes] = Σ_p lanes[p] · pair p of row i` for `R` broadcast rows and `V` lane
+    /// vectors; rows of `target` are `padded` apart. Overwrites `target`.
+    ///
+    /// # Safety
+    /// AVX-512 F and BF16; every pair and lane word addressed exists.
+    #[inline(always)]
+    unsafe fn key_scores<const R: usize, const V: usize>(
+        (source, starts, lanes, pairs, padded): PairProduct<'_>,
+        target: *mut f32,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            pair_products::<R, V>(&mut acc, source, starts, lanes, pairs, padded);
+            for (i, acc) in acc.iter().enumerate() {
+                for (v, &a) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(target.add(i * padded + v * LANES), a);
+                }
+            }
+        }
+    }
+
+    /// As [`key_scores`], adding to `target`.
+    ///
+    /// # Safety
+    /// As [`key_scores`].
+    #[inline(always)]
+    unsafe fn value_sums<const R: usize, const V: usize>(
+        (source, starts, lanes, pairs, padded): PairProduct<'_>,
+        target: *mut f32,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for (i, acc) in acc.iter_mut().enumerate() {
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(target.add(i * padded + v * LANES));
+                }
+            }
+            pair_products::<R, V>(&mut acc, source, starts, lanes, pairs, padded);
+            for (i, acc) in acc.iter().enumerate() {
+                for (v, &a) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(target.add(i * padded + v * LANES), a);
+                }
+            }
+        }
+    }
+
+    /// The shared inner loop: no closures, which would not inherit the target features.
+    ///
+    /// # Safety
+    /// As [`key_scores`].
+    #[inline(always)]
+    unsafe fn pair_products<const R: usize, const V: usize>(
+        acc: &mut [[__m512; V]; R],
+        source: &[u16],
+        starts: [usize; 4],
+        lanes: *const u32,
+        pairs: usize,
+        padded: usize,
+    ) {
+        let source = source.as_ptr();
+        // SAFETY: as the callers guarantee.
+        unsafe {
+            for p in 0..pairs {
+                let mut words = [_mm512_setzero_ps(); V];
+                for (v, word) in words.iter_mut().enumerate() {
+                    *word = std::mem::transmute::<__m512i, __m512>(_mm512_loadu_si512(
+                        lanes.add(p * padded + v * LANES).cast(),
+                    ));
+                }
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let pair = source.add(starts[i] + 2 * p).cast::<i32>().read_unaligned();
+                    let pair = bh(_mm512_set1_epi32(pair));
+                    for (a, &word) in acc.iter_mut().zip(&words) {
+                        *a = _mm512_dpbf16_ps(
+                            *a,
+                            bh(std::mem::transmute::<__m512, __m512i>(word)),
+                            pair,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rounds the softmax weights `scores` (`[count, padded]`) to bf16 pairs of consecutive
+    /// keys, `[count.div_ceil(2)][padded]` words; the pair past an odd `count` gets a zero.
+    ///
+    /// # Safety
+    /// AVX-512 F; the buffers hold `KEY_BLOCK × padded` floats and half as many words.
+    #[inline(always)]
+    unsafe fn pack_weights(scores: &[f32], count: usize, padded: usize, weights: &mut [u32]) {
+        // SAFETY: every access is inside the first `count` score rows and the word rows.
+        unsafe {
+            for p in 0..count.div_ceil(2) {
+                for lane0 in (0..padded).step_by(LANES) {
+                    let low = round(_mm512_loadu_ps(scores.as_ptr().add(2 * p * padded + lane0)));
+                    let high = if 2 * p + 1 < count {
+                        round(_mm512_loadu_ps(
+                            scores.as_ptr().add((2 * p + 1) * padded + lane0),
+                        ))
+                    } else {
+                        _mm512_set1_epi32(0)
+                    };
+                    let word = _mm512_or_si512(
+                        _mm512_srli_epi32::<16>(low),
+                        _mm512_and_si512(high, _mm512_set1_epi32(0xffff_0000u32 as i32)),
+                    );
+                    _mm512_storeu_si512(weights.as_mut_ptr().add(p * padded + lane0).cast(), word);
+                }
+            }
+        }
+    }
+
+    /// `x` rounded to bf16 (ties to even) in the upper half of each lane.
+    #[inline(always)]
+    unsafe fn round(x: __m512) -> __m512i {
+        // SAFETY: the callers run with AVX-512 F.
+        unsafe {
+            let bits = _mm512_castps_si512(x);
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+            _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)))
+        }
+    }
+
+    #[inline(always)]
+    fn bh(v: __m512i) -> __m512bh {
+        // SAFETY: both are 512 bits of plain data.
+        unsafe { std::mem::transmute(v) }
+    }
+}
