@@ -219,16 +219,7 @@ mod x86 {
                     });
                     let args = (o.keys, key_rows, queries.as_ptr(), pairs, padded);
                     let target = scores.as_mut_ptr().add(j * padded);
-                    match (keys, vectors) {
-                        (4, 4) => key_scores::<4, 4>(args, target),
-                        (4, 3) => key_scores::<4, 3>(args, target),
-                        (4, 2) => key_scores::<4, 2>(args, target),
-                        (4, _) => key_scores::<4, 1>(args, target),
-                        (_, 4) => key_scores::<1, 4>(args, target),
-                        (_, 3) => key_scores::<1, 3>(args, target),
-                        (_, 2) => key_scores::<1, 2>(args, target),
-                        _ => key_scores::<1, 1>(args, target),
-                    }
+                    pair_sums_of::<false>(keys, vectors, args, target);
                     j += keys;
                 }
                 softmax_block_wide(
@@ -258,16 +249,7 @@ mod x86 {
                     });
                     let args = (o.values, value_rows, weights.as_ptr(), weight_pairs, padded);
                     let target = outputs.as_mut_ptr().add(c * padded);
-                    match (dims, vectors) {
-                        (4, 4) => value_sums::<4, 4>(args, target),
-                        (4, 3) => value_sums::<4, 3>(args, target),
-                        (4, 2) => value_sums::<4, 2>(args, target),
-                        (4, _) => value_sums::<4, 1>(args, target),
-                        (_, 4) => value_sums::<1, 4>(args, target),
-                        (_, 3) => value_sums::<1, 3>(args, target),
-                        (_, 2) => value_sums::<1, 2>(args, target),
-                        _ => value_sums::<1, 1>(args, target),
-                    }
+                    pair_sums_of::<true>(dims, vectors, args, target);
                     c += dims;
                 }
             }
@@ -286,19 +268,26 @@ mod x86 {
     /// `(pairs source, the R row starts in it, lane words [pairs][padded], pairs, padded)`.
     type PairProduct<'a> = (&'a [u16], [usize; 4], *const u32, usize, usize);
 
-    /// `target[i][lanes] = Σ_p lanes[p] · pair p of row i` for `R` broadcast rows and `V` lane
-    /// vectors; rows of `target` are `padded` apart. Overwrites `target`.
+    /// `target[i][lanes] (+)= Σ_p lanes[p] · pair p of row i` for `R` broadcast rows and `V` lane
+    /// vectors; rows of `target` are `padded` apart. Adds to `target` when `ACCUMULATE`.
     ///
     /// # Safety
     /// AVX-512 F and BF16; every pair and lane word addressed exists.
     #[inline(always)]
-    unsafe fn key_scores<const R: usize, const V: usize>(
+    unsafe fn pair_sums<const R: usize, const V: usize, const ACCUMULATE: bool>(
         (source, starts, lanes, pairs, padded): PairProduct<'_>,
         target: *mut f32,
     ) {
         // SAFETY: forwarded.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; R];
+            if ACCUMULATE {
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_loadu_ps(target.add(i * padded + v * LANES));
+                    }
+                }
+            }
             pair_products::<R, V>(&mut acc, source, starts, lanes, pairs, padded);
             for (i, acc) in acc.iter().enumerate() {
                 for (v, &a) in acc.iter().enumerate() {
@@ -308,28 +297,28 @@ mod x86 {
         }
     }
 
-    /// As [`key_scores`], adding to `target`.
+    /// [`pair_sums`] for `rows` (4 or 1) broadcast rows and `vectors` (1 to 4) lane vectors.
     ///
     /// # Safety
-    /// As [`key_scores`].
+    /// As [`pair_sums`].
     #[inline(always)]
-    unsafe fn value_sums<const R: usize, const V: usize>(
-        (source, starts, lanes, pairs, padded): PairProduct<'_>,
+    unsafe fn pair_sums_of<const ACCUMULATE: bool>(
+        rows: usize,
+        vectors: usize,
+        args: PairProduct<'_>,
         target: *mut f32,
     ) {
         // SAFETY: forwarded.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); V]; R];
-            for (i, acc) in acc.iter_mut().enumerate() {
-                for (v, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_loadu_ps(target.add(i * padded + v * LANES));
-                }
-            }
-            pair_products::<R, V>(&mut acc, source, starts, lanes, pairs, padded);
-            for (i, acc) in acc.iter().enumerate() {
-                for (v, &a) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(target.add(i * padded + v * LANES), a);
-                }
+            match (rows, vectors) {
+                (4, 4) => pair_sums::<4, 4, ACCUMULATE>(args, target),
+                (4, 3) => pair_sums::<4, 3, ACCUMULATE>(args, target),
+                (4, 2) => pair_sums::<4, 2, ACCUMULATE>(args, target),
+                (4, _) => pair_sums::<4, 1, ACCUMULATE>(args, target),
+                (_, 4) => pair_sums::<1, 4, ACCUMULATE>(args, target),
+                (_, 3) => pair_sums::<1, 3, ACCUMULATE>(args, target),
+                (_, 2) => pair_sums::<1, 2, ACCUMULATE>(args, target),
+                _ => pair_sums::<1, 1, ACCUMULATE>(args, target),
             }
         }
     }
@@ -337,7 +326,7 @@ mod x86 {
     /// The shared inner loop: no closures, which would not inherit the target features.
     ///
     /// # Safety
-    /// As [`key_scores`].
+    /// As [`pair_sums`].
     #[inline(always)]
     unsafe fn pair_products<const R: usize, const V: usize>(
         acc: &mut [[__m512; V]; R],

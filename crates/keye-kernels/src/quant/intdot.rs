@@ -140,7 +140,6 @@ pub(crate) trait IntDot: Copy {
     /// Lane sums of unsigned `w` (at most 127, so pair sums fit i16) × signed `a`.
     fn dot_unsigned(self, w: Self::Bytes, a: Self::Bytes) -> Self::Ints;
     fn zero(self) -> Self::Floats;
-    fn zero_bytes(self) -> Self::Bytes;
     /// `acc + sums · scale`.
     fn scale_add(self, acc: Self::Floats, sums: Self::Ints, scale: f32) -> Self::Floats;
     fn reduce(self, acc: Self::Floats) -> f32;
@@ -217,10 +216,6 @@ impl IntDot for Scalar {
     #[inline(always)]
     fn zero(self) -> [f32; 8] {
         [0.0; 8]
-    }
-    #[inline(always)]
-    fn zero_bytes(self) -> [u8; 32] {
-        [0; 32]
     }
     #[inline(always)]
     fn scale_add(self, acc: [f32; 8], sums: [i32; 8], scale: f32) -> [f32; 8] {
@@ -361,10 +356,6 @@ mod x86 {
             #[inline(always)]
             fn zero(self) -> __m256 {
                 unsafe { _mm256_setzero_ps() }
-            }
-            #[inline(always)]
-            fn zero_bytes(self) -> __m256i {
-                unsafe { _mm256_setzero_si256() }
             }
             #[inline(always)]
             fn scale_add(self, acc: __m256, sums: __m256i, scale: f32) -> __m256 {

@@ -25,9 +25,7 @@ use crate::simd::SimdLevel;
 pub(super) const ACTIVATION_BLOCK: usize = 32;
 /// Activation rows dotted per pass over a weight row (accumulators stay in registers).
 const ROW_TILE: usize = 4;
-/// Weight rows tiled together when there are [`ROW_TILE`] activation rows or more.
-const WEIGHT_TILE: usize = 4;
-/// Accumulator chains when one activation row is dotted with one weight row.
+/// Accumulator chains of every sum.
 const CHAINS: usize = 4;
 
 /// Shapes validated by `linear_at`: `x` `[m, k]`, `w` `n` rows of `k` values in `ty` blocks,
@@ -156,11 +154,12 @@ struct Operands<'a> {
 
 /// Output columns `rows` for every activation row.
 ///
-/// With fewer than [`ROW_TILE`] activation rows (decode), weight rows are streamed one after
-/// another, so each task reads one contiguous range of memory: interleaving several rows (a
-/// separate stream each, crossing a 4 KiB page every row) measured a third slower here, the
-/// hardware prefetchers restarting at every page. With more, the work is arithmetic and
-/// [`WEIGHT_TILE`] × [`ROW_TILE`] register tiles share each load.
+/// Weight rows are streamed one after another, so each task reads one contiguous range of
+/// memory: interleaving several rows (a separate stream each, crossing a 4 KiB page every row)
+/// measured a third slower here, the hardware prefetchers restarting at every page. Each weight
+/// row is dotted with up to [`ROW_TILE`] activation rows at once, every sum in the same
+/// [`CHAINS`] chains whatever the tile, so a row's result never depends on the rows beside it
+/// (speculative decoding's verification relies on it).
 ///
 /// # Safety
 /// `out` points to the `[m, n]` output; `rows ⊆ 0..n`; the operands are consistent.
@@ -172,67 +171,45 @@ unsafe fn gemv_rows<D: IntDot>(
     rows: std::ops::Range<usize>,
     out: *mut f32,
 ) {
-    let mut j = rows.start;
-    while j < rows.end {
-        let weight_rows = if o.m >= ROW_TILE && rows.end - j >= WEIGHT_TILE {
-            WEIGHT_TILE
-        } else {
-            1
-        };
+    for j in rows {
+        let bias = o.bias.map_or(0.0, |b| b[j]);
         let mut first = 0;
         while first < o.m {
-            // A single weight row takes 2 or 3 activation rows at once too (prompt-lookup
-            // verification), with fewer chains as the rows already give independent sums.
-            let remaining = o.m - first;
-            let tile = match weight_rows {
-                WEIGHT_TILE if remaining >= ROW_TILE => ROW_TILE,
-                WEIGHT_TILE => 1,
-                _ => remaining.min(ROW_TILE),
-            };
-            // SAFETY: the tile's activation rows and weight rows are inside the operands.
+            let tile = (o.m - first).min(ROW_TILE);
+            // SAFETY: the tile's activation rows and the weight row are inside the operands.
             let dots = unsafe {
-                match (weight_rows, tile) {
-                    (WEIGHT_TILE, ROW_TILE) => {
-                        dots_for::<D, WEIGHT_TILE, ROW_TILE, 1>(d, ty, o, j, first)
-                    }
-                    (WEIGHT_TILE, _) => dots_for::<D, WEIGHT_TILE, 1, 1>(d, ty, o, j, first),
-                    (_, ROW_TILE) => dots_for::<D, 1, ROW_TILE, 1>(d, ty, o, j, first),
-                    (_, 3) => dots_for::<D, 1, 3, 1>(d, ty, o, j, first),
-                    (_, 2) => dots_for::<D, 1, 2, 2>(d, ty, o, j, first),
-                    _ => dots_for::<D, 1, 1, CHAINS>(d, ty, o, j, first),
+                match tile {
+                    ROW_TILE => dots_for::<D, ROW_TILE>(d, ty, o, j, first),
+                    3 => dots_for::<D, 3>(d, ty, o, j, first),
+                    2 => dots_for::<D, 2>(d, ty, o, j, first),
+                    _ => dots_for::<D, 1>(d, ty, o, j, first),
                 }
             };
-            for (r, dots) in dots[..weight_rows].iter().enumerate() {
-                let bias = o.bias.map_or(0.0, |b| b[j + r]);
-                for (t, dot) in dots[..tile].iter().enumerate() {
-                    // SAFETY: row `first + t < m`, column `j + r < n`.
-                    unsafe { *out.add((first + t) * o.n + j + r) = dot + bias };
-                }
+            for (t, dot) in dots[..tile].iter().enumerate() {
+                // SAFETY: row `first + t < m`, column `j < n`.
+                unsafe { *out.add((first + t) * o.n + j) = dot + bias };
             }
             first += tile;
         }
-        j += weight_rows;
     }
 }
 
-type Dots = [[f32; ROW_TILE]; WEIGHT_TILE];
+type Dots = [f32; ROW_TILE];
 
-/// `dots[r][t] = w[j + r] · x[first + t]` for `R` weight rows and `T` activation rows, each
-/// summed in `C` independent accumulator chains (one pair alone would otherwise wait on one
-/// chain of FMAs).
+/// `dots[t] = w[j] · x[first + t]` for `T` activation rows, each summed in [`CHAINS`]
+/// independent accumulator chains (one pair alone would otherwise wait on one chain of FMAs).
 ///
 /// # Safety
-/// `j + R <= n`, `first + T <= m`.
+/// `j < n`, `first + T <= m`.
 #[inline(always)]
-unsafe fn dots_for<D: IntDot, const R: usize, const T: usize, const C: usize>(
+unsafe fn dots_for<D: IntDot, const T: usize>(
     d: D,
     ty: QuantType,
     o: &Operands<'_>,
     j: usize,
     first: usize,
 ) -> Dots {
-    let rows: [&[u8]; R] =
-        std::array::from_fn(|r| &o.w[(j + r) * o.row_bytes..(j + r + 1) * o.row_bytes]);
+    let row = &o.w[j * o.row_bytes..(j + 1) * o.row_bytes];
     let blocks = o.k / ACTIVATION_BLOCK;
     let tile = Tile {
         quants: o.activations.quants[first * o.k..(first + T) * o.k].as_ptr(),
@@ -244,9 +221,9 @@ unsafe fn dots_for<D: IntDot, const R: usize, const T: usize, const C: usize>(
     // SAFETY: forwarded; the tile holds `T` whole activation rows.
     unsafe {
         match ty {
-            QuantType::Q8_0 => block_dots::<D, R, T, C, true>(d, rows, &tile),
-            QuantType::Q4_0 => block_dots::<D, R, T, C, false>(d, rows, &tile),
-            QuantType::Q4K => q4k_dots::<D, R, T, C>(d, rows, &tile),
+            QuantType::Q8_0 => block_dots::<D, T, true>(d, row, &tile),
+            QuantType::Q4_0 => block_dots::<D, T, false>(d, row, &tile),
+            QuantType::Q4K => q4k_dots::<D, T>(d, row, &tile),
         }
     }
 }
@@ -264,39 +241,34 @@ struct Tile {
 /// subtracts `8 · Σ a` afterwards, cheaper than making the nibbles signed.
 ///
 /// # Safety
-/// `rows` are weight rows of `k` values; `a` holds `T` activation rows.
+/// `row` is a weight row of `k` values; `a` holds `T` activation rows.
 #[inline(always)]
-unsafe fn block_dots<
-    D: IntDot,
-    const R: usize,
-    const T: usize,
-    const C: usize,
-    const SIGNED: bool,
->(
+unsafe fn block_dots<D: IntDot, const T: usize, const SIGNED: bool>(
     d: D,
-    rows: [&[u8]; R],
+    row: &[u8],
     a: &Tile,
 ) -> Dots {
-    let mut acc = [[[d.zero(); C]; T]; R];
-    let mut offsets = [[0.0f32; T]; R];
-    let whole = a.blocks / C * C;
+    let mut acc = [[d.zero(); CHAINS]; T];
+    // Chained like `acc`: one scalar sum per row measured twice the time of a `Q4_0` GEMV row,
+    // every block waiting on the previous block's addition.
+    let mut offsets = [[0.0f32; CHAINS]; T];
+    let whole = a.blocks / CHAINS * CHAINS;
     // SAFETY: every `b < blocks`.
     unsafe {
-        for group in (0..whole).step_by(C) {
-            for chain in 0..C {
+        for group in (0..whole).step_by(CHAINS) {
+            for chain in 0..CHAINS {
                 let b = group + chain;
-                block_step::<D, R, T, C, SIGNED>(d, rows, a, b, chain, &mut acc, &mut offsets);
+                block_step::<D, T, SIGNED>(d, row, a, b, chain, &mut acc, &mut offsets);
             }
         }
         for b in whole..a.blocks {
-            block_step::<D, R, T, C, SIGNED>(d, rows, a, b, 0, &mut acc, &mut offsets);
+            block_step::<D, T, SIGNED>(d, row, a, b, 0, &mut acc, &mut offsets);
         }
     }
-    let mut dots = [[0.0; ROW_TILE]; WEIGHT_TILE];
-    for r in 0..R {
-        for t in 0..T {
-            dots[r][t] = d.reduce(sum_chains(d, acc[r][t])) - 8.0 * offsets[r][t];
-        }
+    let mut dots = [0.0; ROW_TILE];
+    for t in 0..T {
+        let offset: f32 = offsets[t].iter().sum();
+        dots[t] = d.reduce(sum_chains(d, acc[t])) - 8.0 * offset;
     }
     dots
 }
@@ -306,56 +278,42 @@ unsafe fn block_dots<
 /// every intrinsic out of line.
 ///
 /// # Safety
-/// As [`block_dots`]; `b` is a block of the rows.
-#[allow(clippy::too_many_arguments)]
+/// As [`block_dots`]; `b` is a block of the row.
 #[inline(always)]
-unsafe fn block_step<
-    D: IntDot,
-    const R: usize,
-    const T: usize,
-    const C: usize,
-    const SIGNED: bool,
->(
+unsafe fn block_step<D: IntDot, const T: usize, const SIGNED: bool>(
     d: D,
-    rows: [&[u8]; R],
+    row: &[u8],
     a: &Tile,
     b: usize,
     chain: usize,
-    acc: &mut [[[D::Floats; C]; T]; R],
-    offsets: &mut [[f32; T]; R],
+    acc: &mut [[D::Floats; CHAINS]; T],
+    offsets: &mut [[f32; CHAINS]; T],
 ) {
     let block_bytes = if SIGNED {
         QuantType::Q8_0.block_bytes()
     } else {
         QuantType::Q4_0.block_bytes()
     };
-    // SAFETY: block `b` of a row spans `b·block_bytes..(b+1)·block_bytes`; activation block `b`
-    // of tile row `t` is at `t·k + 32·b`, its scale at `t·blocks + b`.
+    // SAFETY: block `b` of the row spans `b·block_bytes..(b+1)·block_bytes`; activation block
+    // `b` of tile row `t` is at `t·k + 32·b`, its scale at `t·blocks + b`.
     unsafe {
-        let mut weight_scales = [0.0f32; R];
-        let mut levels = [d.zero_bytes(); R];
-        for r in 0..R {
-            let block = rows[r].as_ptr().add(b * block_bytes);
-            weight_scales[r] = d.read_f16(block);
-            levels[r] = if SIGNED {
-                d.load(block.add(2))
-            } else {
-                d.load_nibbles(block.add(2))
-            };
-        }
+        let block = row.as_ptr().add(b * block_bytes);
+        let weight_scale = d.read_f16(block);
+        let levels = if SIGNED {
+            d.load(block.add(2))
+        } else {
+            d.load_nibbles(block.add(2))
+        };
         for t in 0..T {
             let quants = d.load(a.quants.add(t * a.k + b * ACTIVATION_BLOCK));
             let activation_scale = *a.scales.add(t * a.blocks + b);
-            for r in 0..R {
-                let sums = if SIGNED {
-                    d.dot_signed(levels[r], quants)
-                } else {
-                    offsets[r][t] += weight_scales[r] * *a.scaled_sums.add(t * a.blocks + b);
-                    d.dot_unsigned(levels[r], quants)
-                };
-                let scale = weight_scales[r] * activation_scale;
-                acc[r][t][chain] = d.scale_add(acc[r][t][chain], sums, scale);
-            }
+            let sums = if SIGNED {
+                d.dot_signed(levels, quants)
+            } else {
+                offsets[t][chain] += weight_scale * *a.scaled_sums.add(t * a.blocks + b);
+                d.dot_unsigned(levels, quants)
+            };
+            acc[t][chain] = d.scale_add(acc[t][chain], sums, weight_scale * activation_scale);
         }
     }
 }
@@ -367,71 +325,54 @@ unsafe fn block_step<
 /// # Safety
 /// As [`block_dots`].
 #[inline(always)]
-unsafe fn q4k_dots<D: IntDot, const R: usize, const T: usize, const C: usize>(
-    d: D,
-    rows: [&[u8]; R],
-    a: &Tile,
-) -> Dots {
+unsafe fn q4k_dots<D: IntDot, const T: usize>(d: D, row: &[u8], a: &Tile) -> Dots {
     const SUB_BLOCKS: usize = 8;
     let block_bytes = QuantType::Q4K.block_bytes();
-    let mut acc = [[[d.zero(); C]; T]; R];
-    let mut mins = [[d.zero(); T]; R];
+    let mut acc = [[d.zero(); CHAINS]; T];
+    let mut mins = [d.zero(); T];
     // SAFETY: 144-byte blocks of 8 activation blocks each, laid out as in `block_dots`.
     unsafe {
         for s in 0..a.k / QuantType::Q4K.block_values() {
             let first_block = s * SUB_BLOCKS;
-            let mut scales = [[d.zero(); T]; R];
-            for r in 0..R {
-                let block = &rows[r][s * block_bytes..(s + 1) * block_bytes];
-                let (sub_scales, sub_mins) = formats::scales_mins_k4(&block[4..16]);
-                let super_scale = d.splat(d.read_f16(block.as_ptr()));
-                let super_min = d.splat(d.read_f16(block.as_ptr().add(2)));
-                let sub_scales = d.mul(d.widen_bytes(sub_scales), super_scale);
-                let sub_mins = d.mul(d.widen_bytes(sub_mins), super_min);
-                for t in 0..T {
-                    let at = t * a.blocks + first_block;
-                    scales[r][t] = d.mul(sub_scales, d.load_floats(a.scales.add(at)));
-                    mins[r][t] =
-                        d.mul_add(sub_mins, d.load_floats(a.scaled_sums.add(at)), mins[r][t]);
-                }
+            let mut scales = [d.zero(); T];
+            let block = &row[s * block_bytes..(s + 1) * block_bytes];
+            let (sub_scales, sub_mins) = formats::scales_mins_k4(&block[4..16]);
+            let super_scale = d.splat(d.read_f16(block.as_ptr()));
+            let super_min = d.splat(d.read_f16(block.as_ptr().add(2)));
+            let sub_scales = d.mul(d.widen_bytes(sub_scales), super_scale);
+            let sub_mins = d.mul(d.widen_bytes(sub_mins), super_min);
+            for t in 0..T {
+                let at = t * a.blocks + first_block;
+                scales[t] = d.mul(sub_scales, d.load_floats(a.scales.add(at)));
+                mins[t] = d.mul_add(sub_mins, d.load_floats(a.scaled_sums.add(at)), mins[t]);
             }
             for pair in 0..SUB_BLOCKS / 2 {
-                let mut halves = [(d.zero_bytes(), d.zero_bytes()); R];
-                for r in 0..R {
-                    let nibbles = d.load(rows[r].as_ptr().add(s * block_bytes + 16 + 32 * pair));
-                    halves[r] = d.split_nibbles(nibbles);
-                }
+                let nibbles = d.load(row.as_ptr().add(s * block_bytes + 16 + 32 * pair));
+                let (low, high) = d.split_nibbles(nibbles);
                 let (j_low, j_high) = (2 * pair, 2 * pair + 1);
-                let (c_low, c_high) = (j_low % C, j_high % C);
+                let (c_low, c_high) = (j_low % CHAINS, j_high % CHAINS);
                 for t in 0..T {
                     let quants = a.quants.add(t * a.k + first_block * ACTIVATION_BLOCK);
                     let a_low = d.load(quants.add(j_low * ACTIVATION_BLOCK));
                     let a_high = d.load(quants.add(j_high * ACTIVATION_BLOCK));
-                    for r in 0..R {
-                        let (low, high) = halves[r];
-                        let low_sums = d.dot_unsigned(low, a_low);
-                        let high_sums = d.dot_unsigned(high, a_high);
-                        let chains = &mut acc[r][t];
-                        chains[c_low] =
-                            d.scale_add_lane(chains[c_low], low_sums, scales[r][t], j_low);
-                        chains[c_high] =
-                            d.scale_add_lane(chains[c_high], high_sums, scales[r][t], j_high);
-                    }
+                    let low_sums = d.dot_unsigned(low, a_low);
+                    let high_sums = d.dot_unsigned(high, a_high);
+                    let chains = &mut acc[t];
+                    chains[c_low] = d.scale_add_lane(chains[c_low], low_sums, scales[t], j_low);
+                    chains[c_high] = d.scale_add_lane(chains[c_high], high_sums, scales[t], j_high);
                 }
             }
         }
     }
-    let mut dots = [[0.0; ROW_TILE]; WEIGHT_TILE];
-    for r in 0..R {
-        for t in 0..T {
-            dots[r][t] = d.reduce(sum_chains(d, acc[r][t])) - d.reduce(mins[r][t]);
-        }
+    let mut dots = [0.0; ROW_TILE];
+    for t in 0..T {
+        dots[t] = d.reduce(sum_chains(d, acc[t])) - d.reduce(mins[t]);
     }
     dots
 }
 
 #[inline(always)]
-fn sum_chains<D: IntDot, const C: usize>(d: D, chains: [D::Floats; C]) -> D::Floats {
+fn sum_chains<D: IntDot>(d: D, chains: [D::Floats; CHAINS]) -> D::Floats {
     chains
         .into_iter()
         .reduce(|a, b| d.add(a, b))

@@ -457,3 +457,35 @@ fn gather_rows_decodes_quantized_table_rows() {
         assert!(matches!(partial, Err(KernelError::PartialBlock { .. })));
     }
 }
+
+#[test]
+fn streamed_rows_equal_one_row_calls_bit_for_bit() {
+    // Speculative decoding verifies up to STREAMING_MAX_ROWS rows in one call and needs each
+    // row's result to equal a one-token step's, with quantized weights too.
+    let (k, n) = (512 + 96, 13);
+    let mut rng = rng(21);
+    let x = uniform(&mut rng, crate::STREAMING_MAX_ROWS * k, -1.0, 1.0);
+    for ty in QuantType::ALL {
+        if !k.is_multiple_of(ty.block_values()) {
+            continue;
+        }
+        let w = ours(ty, &random_rows(22, n * k));
+        for level in IntLevel::supported() {
+            let single: Vec<Vec<f32>> = x
+                .chunks_exact(k)
+                .map(|row| {
+                    let mut out = vec![0.0; n];
+                    gemv(level, row, 1, k, ty, &w, n, None, &mut out);
+                    out
+                })
+                .collect();
+            for m in 2..=crate::STREAMING_MAX_ROWS {
+                let mut out = vec![0.0; m * n];
+                gemv(level, &x[..m * k], m, k, ty, &w, n, None, &mut out);
+                for (i, row) in out.chunks_exact(n).enumerate() {
+                    assert_bits_equal(row, &single[i], &format!("{ty} {level:?} m={m} row {i}"));
+                }
+            }
+        }
+    }
+}
