@@ -248,6 +248,33 @@ fn quantized_gemv(bandwidth: f64) {
                 time * 1e3
             );
         }
+        // The kernel's own rate, weights read from cache: whether a decode step can reach the
+        // memory roofline at all on this many cores.
+        let rows = (4 << 20) / (bytes / n);
+        let cached = &matrices[0][..bytes / n * rows];
+        let x = filled(k, 99);
+        let mut out = vec![0.0; rows];
+        let mut repeat = || {
+            for _ in 0..64 {
+                linear(
+                    &x,
+                    1,
+                    k,
+                    Weights::Quantized(ty, cached),
+                    rows,
+                    None,
+                    &mut out,
+                )
+                .unwrap();
+            }
+        };
+        repeat();
+        let time = best_of(5, repeat).as_secs_f64() / 64.0;
+        let gbps = cached.len() as f64 / time / 1e9;
+        println!(
+            "{ty} linear m=1   {rows}x{k} from cache           {gbps:7.1} GB/s ({:5.1} % of read bw)",
+            100.0 * gbps / bandwidth,
+        );
     }
 }
 

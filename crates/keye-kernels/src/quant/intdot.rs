@@ -166,6 +166,95 @@ pub(crate) trait IntDot: Copy {
     /// # Safety
     /// 2 bytes at `p` are readable.
     unsafe fn read_f16(self, p: *const u8) -> f32;
+
+    /// The levels of two `Q4_K` sub-blocks: the low nibbles of 32 packed bytes, then the high.
+    type PairLevels: Copy;
+    /// The four accumulator chains of a `Q4_K` dot: chain `c` sums the sub-blocks `j` with
+    /// `j % 4 == c`.
+    type Chains: Copy;
+    /// # Safety
+    /// 32 bytes at `p` are readable.
+    unsafe fn load_pair_levels(self, p: *const u8) -> Self::PairLevels;
+    fn zero_chains(self) -> Self::Chains;
+    /// Sub-blocks `2·pair` and `2·pair + 1`: `levels` dotted with the 64 activation bytes at
+    /// `a`, scaled by lanes `2·pair` and `2·pair + 1` of `scales`, added to their chains.
+    ///
+    /// # Safety
+    /// 64 bytes at `a` are readable; `pair < 4`.
+    unsafe fn pair_step(
+        self,
+        chains: Self::Chains,
+        levels: Self::PairLevels,
+        a: *const u8,
+        scales: Self::Floats,
+        pair: usize,
+    ) -> Self::Chains;
+    /// `((c0 + c1) + c2) + c3`, lane by lane.
+    fn sum_chains(self, chains: Self::Chains) -> Self::Floats;
+}
+
+/// `((c0 + c1) + c2) + c3`: four accumulator chains of 256-bit vectors summed.
+#[inline(always)]
+pub(super) fn sum_four<D: IntDot>(d: D, [c0, c1, c2, c3]: [D::Floats; 4]) -> D::Floats {
+    d.add(d.add(d.add(c0, c1), c2), c3)
+}
+
+/// [`IntDot::pair_step`] on 256-bit vectors, one chain per vector.
+///
+/// # Safety
+/// As [`IntDot::pair_step`].
+#[inline(always)]
+unsafe fn narrow_pair_step<D: IntDot>(
+    d: D,
+    mut chains: [D::Floats; 4],
+    (low, high): (D::Bytes, D::Bytes),
+    a: *const u8,
+    scales: D::Floats,
+    pair: usize,
+) -> [D::Floats; 4] {
+    let (j_low, j_high) = (2 * pair, 2 * pair + 1);
+    // SAFETY: 64 readable bytes at `a`.
+    let (a_low, a_high) = unsafe { (d.load(a), d.load(a.add(32))) };
+    let low_sums = d.dot_unsigned(low, a_low);
+    let high_sums = d.dot_unsigned(high, a_high);
+    chains[j_low % 4] = d.scale_add_lane(chains[j_low % 4], low_sums, scales, j_low);
+    chains[j_high % 4] = d.scale_add_lane(chains[j_high % 4], high_sums, scales, j_high);
+    chains
+}
+
+/// The associated types and [`IntDot`]'s `Q4_K` pair methods for a level with one chain per
+/// 256-bit vector.
+macro_rules! narrow_pairs {
+    () => {
+        type PairLevels = (Self::Bytes, Self::Bytes);
+        type Chains = [Self::Floats; 4];
+
+        #[inline(always)]
+        unsafe fn load_pair_levels(self, p: *const u8) -> Self::PairLevels {
+            // SAFETY: caller guarantees 32 readable bytes.
+            self.split_nibbles(unsafe { self.load(p) })
+        }
+        #[inline(always)]
+        fn zero_chains(self) -> Self::Chains {
+            [self.zero(); 4]
+        }
+        #[inline(always)]
+        unsafe fn pair_step(
+            self,
+            chains: Self::Chains,
+            levels: Self::PairLevels,
+            a: *const u8,
+            scales: Self::Floats,
+            pair: usize,
+        ) -> Self::Chains {
+            // SAFETY: forwarded.
+            unsafe { narrow_pair_step(self, chains, levels, a, scales, pair) }
+        }
+        #[inline(always)]
+        fn sum_chains(self, chains: Self::Chains) -> Self::Floats {
+            sum_four(self, chains)
+        }
+    };
 }
 
 #[derive(Clone, Copy)]
@@ -175,6 +264,7 @@ impl IntDot for Scalar {
     type Bytes = [u8; 32];
     type Ints = [i32; 8];
     type Floats = [f32; 8];
+    narrow_pairs!();
 
     #[inline(always)]
     unsafe fn load(self, p: *const u8) -> [u8; 32] {
@@ -412,10 +502,21 @@ mod x86 {
             }
             #[inline(always)]
             unsafe fn read_f16(self, p: *const u8) -> f32 {
-                // SAFETY: caller guarantees 2 readable bytes.
+                // SAFETY: caller guarantees 2 readable bytes; `vmovd` only writes a register.
                 unsafe {
-                    let bits = u16::from_le_bytes([*p, *p.add(1)]);
-                    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+                    let bits = u32::from(p.cast::<u16>().read_unaligned());
+                    // `vmovd` zeroes the rest of a fresh register. From intrinsics, LLVM folds
+                    // the load into `vpinsrw`, which merges into whatever register it picks:
+                    // in the GEMV loops one written by the previous block, which chained every
+                    // block of a row to the one before (a Q4_K row took twice as long).
+                    let vector: __m128i;
+                    std::arch::asm!(
+                        "vmovd {vector}, {bits:e}",
+                        vector = lateout(xmm_reg) vector,
+                        bits = in(reg) bits,
+                        options(pure, nomem, nostack, preserves_flags),
+                    );
+                    _mm_cvtss_f32(_mm_cvtph_ps(vector))
                 }
             }
         };
@@ -423,6 +524,7 @@ mod x86 {
 
     impl IntDot for Avx2 {
         common_x86!();
+        narrow_pairs!();
         #[inline(always)]
         fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
             // Pair sums are at most 2 · 128 · 127 (|a| <= 127), inside i16: no saturation.
@@ -432,17 +534,77 @@ mod x86 {
 
     impl IntDot for AvxVnni {
         common_x86!();
+        narrow_pairs!();
         #[inline(always)]
         fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
             unsafe { _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w, a) }
         }
     }
 
+    /// A `Q4_K` pair of sub-blocks is one 512-bit vector, two chains per register (low half
+    /// chain `2·(pair % 2)`, high half the next): half the instructions of two 256-bit steps,
+    /// and every lane does the same arithmetic in the same order, so the results are the
+    /// 256-bit levels' bit for bit.
     impl IntDot for Avx512Vnni {
         common_x86!();
         #[inline(always)]
         fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
             unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a) }
+        }
+
+        type PairLevels = __m512i;
+        type Chains = [__m512; 2];
+
+        #[inline(always)]
+        unsafe fn load_pair_levels(self, p: *const u8) -> __m512i {
+            // SAFETY: caller guarantees 32 readable bytes.
+            unsafe {
+                let packed = _mm256_loadu_si256(p.cast());
+                let both = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(packed),
+                    _mm256_srli_epi16(packed, 4),
+                );
+                _mm512_and_si512(both, _mm512_set1_epi8(0x0f))
+            }
+        }
+        #[inline(always)]
+        fn zero_chains(self) -> [__m512; 2] {
+            unsafe { [_mm512_setzero_ps(); 2] }
+        }
+        #[inline(always)]
+        unsafe fn pair_step(
+            self,
+            mut chains: [__m512; 2],
+            levels: __m512i,
+            a: *const u8,
+            scales: __m256,
+            pair: usize,
+        ) -> [__m512; 2] {
+            // SAFETY: caller guarantees 64 readable bytes at `a`.
+            unsafe {
+                let sums = _mm512_dpbusd_epi32(
+                    _mm512_setzero_si512(),
+                    levels,
+                    _mm512_loadu_si512(a.cast()),
+                );
+                let lanes = _mm512_inserti64x4::<1>(
+                    _mm512_set1_epi32(2 * pair as i32),
+                    _mm256_set1_epi32(2 * pair as i32 + 1),
+                );
+                let scale = _mm512_permutexvar_ps(lanes, _mm512_castps256_ps512(scales));
+                let chain = &mut chains[pair % 2];
+                *chain = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, *chain);
+            }
+            chains
+        }
+        #[inline(always)]
+        fn sum_chains(self, [even, odd]: [__m512; 2]) -> __m256 {
+            unsafe {
+                let high =
+                    |v: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+                let c0_c1 = _mm256_add_ps(_mm512_castps512_ps256(even), high(even));
+                _mm256_add_ps(_mm256_add_ps(c0_c1, _mm512_castps512_ps256(odd)), high(odd))
+            }
         }
     }
 }

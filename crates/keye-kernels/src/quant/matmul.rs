@@ -14,7 +14,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::intdot::{IntDot, IntLevel, dispatch_int};
+use super::intdot::{IntDot, IntLevel, dispatch_int, sum_four};
 use super::{QuantType, dequantize_blocks, formats};
 use crate::linear::{STREAMING_MAX_ROWS, gemm_by_panels};
 use crate::math::round_half_away;
@@ -268,7 +268,7 @@ unsafe fn block_dots<D: IntDot, const T: usize, const SIGNED: bool>(
     let mut dots = [0.0; ROW_TILE];
     for t in 0..T {
         let offset: f32 = offsets[t].iter().sum();
-        dots[t] = d.reduce(sum_chains(d, acc[t])) - 8.0 * offset;
+        dots[t] = d.reduce(sum_four(d, acc[t])) - 8.0 * offset;
     }
     dots
 }
@@ -328,7 +328,7 @@ unsafe fn block_step<D: IntDot, const T: usize, const SIGNED: bool>(
 unsafe fn q4k_dots<D: IntDot, const T: usize>(d: D, row: &[u8], a: &Tile) -> Dots {
     const SUB_BLOCKS: usize = 8;
     let block_bytes = QuantType::Q4K.block_bytes();
-    let mut acc = [[d.zero(); CHAINS]; T];
+    let mut acc = [d.zero_chains(); T];
     let mut mins = [d.zero(); T];
     // SAFETY: 144-byte blocks of 8 activation blocks each, laid out as in `block_dots`.
     unsafe {
@@ -347,34 +347,19 @@ unsafe fn q4k_dots<D: IntDot, const T: usize>(d: D, row: &[u8], a: &Tile) -> Dot
                 mins[t] = d.mul_add(sub_mins, d.load_floats(a.scaled_sums.add(at)), mins[t]);
             }
             for pair in 0..SUB_BLOCKS / 2 {
-                let nibbles = d.load(row.as_ptr().add(s * block_bytes + 16 + 32 * pair));
-                let (low, high) = d.split_nibbles(nibbles);
-                let (j_low, j_high) = (2 * pair, 2 * pair + 1);
-                let (c_low, c_high) = (j_low % CHAINS, j_high % CHAINS);
+                let levels = d.load_pair_levels(row.as_ptr().add(s * block_bytes + 16 + 32 * pair));
                 for t in 0..T {
-                    let quants = a.quants.add(t * a.k + first_block * ACTIVATION_BLOCK);
-                    let a_low = d.load(quants.add(j_low * ACTIVATION_BLOCK));
-                    let a_high = d.load(quants.add(j_high * ACTIVATION_BLOCK));
-                    let low_sums = d.dot_unsigned(low, a_low);
-                    let high_sums = d.dot_unsigned(high, a_high);
-                    let chains = &mut acc[t];
-                    chains[c_low] = d.scale_add_lane(chains[c_low], low_sums, scales[t], j_low);
-                    chains[c_high] = d.scale_add_lane(chains[c_high], high_sums, scales[t], j_high);
+                    let quants = a
+                        .quants
+                        .add(t * a.k + (first_block + 2 * pair) * ACTIVATION_BLOCK);
+                    acc[t] = d.pair_step(acc[t], levels, quants, scales[t], pair);
                 }
             }
         }
     }
     let mut dots = [0.0; ROW_TILE];
     for t in 0..T {
-        dots[t] = d.reduce(sum_chains(d, acc[t])) - d.reduce(mins[t]);
+        dots[t] = d.reduce(d.sum_chains(acc[t])) - d.reduce(mins[t]);
     }
     dots
-}
-
-#[inline(always)]
-fn sum_chains<D: IntDot>(d: D, chains: [D::Floats; CHAINS]) -> D::Floats {
-    chains
-        .into_iter()
-        .reduce(|a, b| d.add(a, b))
-        .unwrap_or(d.zero())
 }

@@ -462,13 +462,17 @@ fn gather_rows_decodes_quantized_table_rows() {
 fn streamed_rows_equal_one_row_calls_bit_for_bit() {
     // Speculative decoding verifies up to STREAMING_MAX_ROWS rows in one call and needs each
     // row's result to equal a one-token step's, with quantized weights too.
-    let (k, n) = (512 + 96, 13);
-    let mut rng = rng(21);
-    let x = uniform(&mut rng, crate::STREAMING_MAX_ROWS * k, -1.0, 1.0);
-    for ty in QuantType::ALL {
+    // 3 blocks of 32 past the groups of 4 for the 32-value formats; whole `Q4_K` blocks.
+    for (ty, k) in QuantType::ALL
+        .into_iter()
+        .flat_map(|ty| [(ty, 512 + 96usize), (ty, 768)])
+    {
         if !k.is_multiple_of(ty.block_values()) {
             continue;
         }
+        let n = 13;
+        let mut rng = rng(21);
+        let x = uniform(&mut rng, crate::STREAMING_MAX_ROWS * k, -1.0, 1.0);
         let w = ours(ty, &random_rows(22, n * k));
         for level in IntLevel::supported() {
             let single: Vec<Vec<f32>> = x
@@ -485,6 +489,35 @@ fn streamed_rows_equal_one_row_calls_bit_for_bit() {
                 for (i, row) in out.chunks_exact(n).enumerate() {
                     assert_bits_equal(row, &single[i], &format!("{ty} {level:?} m={m} row {i}"));
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn vector_levels_agree_bit_for_bit() {
+    // The levels differ only in instructions (the AVX-512 one puts two chains in one 512-bit
+    // register): same integer sums, same f32 operations in the same order.
+    let vector_levels: Vec<IntLevel> = IntLevel::supported()
+        .into_iter()
+        .filter(|&level| level != IntLevel::Scalar)
+        .collect();
+    let (k, n) = (768, 19);
+    let mut rng = rng(23);
+    for ty in QuantType::ALL {
+        let w = ours(ty, &random_rows(24, n * k));
+        for m in [1, 3, 4, 7, crate::STREAMING_MAX_ROWS] {
+            let x = uniform(&mut rng, m * k, -1.0, 1.0);
+            let outputs: Vec<Vec<f32>> = vector_levels
+                .iter()
+                .map(|&level| {
+                    let mut out = vec![0.0; m * n];
+                    gemv(level, &x, m, k, ty, &w, n, None, &mut out);
+                    out
+                })
+                .collect();
+            for (level, out) in vector_levels.iter().zip(&outputs).skip(1) {
+                assert_bits_equal(out, &outputs[0], &format!("{ty} {level:?} m={m}"));
             }
         }
     }
