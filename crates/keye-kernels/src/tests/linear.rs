@@ -142,6 +142,41 @@ fn streaming_bf16_path_equals_f32_path_on_widened_weights() {
 }
 
 #[test]
+fn streamed_rows_equal_one_row_calls_bit_for_bit() {
+    // Speculative decoding verifies up to STREAMING_MAX_ROWS rows in one call and needs each
+    // row's result to equal a one-token step's. Depth 600 crosses the kernel's depth chunks and
+    // leaves a partial vector; 13 columns leave a partial tile of weight rows.
+    let m = crate::STREAMING_MAX_ROWS;
+    let case = Case::new(11, m, 600, 13, true);
+    for level in SimdLevel::supported() {
+        for bf16_weights in [false, true] {
+            let w = case.weights(bf16_weights);
+            let bias = case.bias.as_deref();
+            let single: Vec<f32> = case
+                .x
+                .chunks_exact(case.k)
+                .flat_map(|row| {
+                    let mut out = vec![0.0; case.n];
+                    linear_at(level, row, 1, case.k, w, case.n, bias, &mut out).unwrap();
+                    out
+                })
+                .collect();
+            for rows in 2..=m {
+                let mut out = vec![0.0; rows * case.n];
+                let x = &case.x[..rows * case.k];
+                linear_at(level, x, rows, case.k, w, case.n, bias, &mut out).unwrap();
+                let expected = &single[..rows * case.n];
+                let same = out
+                    .iter()
+                    .zip(expected)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{level} bf16={bf16_weights} rows={rows}");
+            }
+        }
+    }
+}
+
+#[test]
 fn panels_cover_wide_matrices() {
     // Enough activation rows for the GEMM path, more weight rows than fit one widened panel
     // (2048 at k = 4096), and a partial last panel.
