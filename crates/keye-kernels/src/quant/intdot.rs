@@ -169,8 +169,8 @@ pub(crate) trait IntDot: Copy {
 
     /// The levels of two `Q4_K` sub-blocks: the low nibbles of 32 packed bytes, then the high.
     type PairLevels: Copy;
-    /// The four accumulator chains of a `Q4_K` dot: chain `c` sums the sub-blocks `j` with
-    /// `j % 4 == c`.
+    /// The [`CHAINS`] accumulator chains of a `Q4_K` dot: chain `c` sums the sub-blocks `j`
+    /// with `j % CHAINS == c`.
     type Chains: Copy;
     /// # Safety
     /// 32 bytes at `p` are readable.
@@ -193,9 +193,12 @@ pub(crate) trait IntDot: Copy {
     fn sum_chains(self, chains: Self::Chains) -> Self::Floats;
 }
 
-/// `((c0 + c1) + c2) + c3`: four accumulator chains of 256-bit vectors summed.
+/// Accumulator chains of every GEMV sum (one chain alone would wait on each FMA in turn).
+pub(super) const CHAINS: usize = 4;
+
+/// `((c0 + c1) + c2) + c3`: the [`CHAINS`] accumulator chains of 256-bit vectors summed.
 #[inline(always)]
-pub(super) fn sum_four<D: IntDot>(d: D, [c0, c1, c2, c3]: [D::Floats; 4]) -> D::Floats {
+pub(super) fn sum_chains<D: IntDot>(d: D, [c0, c1, c2, c3]: [D::Floats; CHAINS]) -> D::Floats {
     d.add(d.add(d.add(c0, c1), c2), c3)
 }
 
@@ -206,19 +209,20 @@ pub(super) fn sum_four<D: IntDot>(d: D, [c0, c1, c2, c3]: [D::Floats; 4]) -> D::
 #[inline(always)]
 unsafe fn narrow_pair_step<D: IntDot>(
     d: D,
-    mut chains: [D::Floats; 4],
+    mut chains: [D::Floats; CHAINS],
     (low, high): (D::Bytes, D::Bytes),
     a: *const u8,
     scales: D::Floats,
     pair: usize,
-) -> [D::Floats; 4] {
+) -> [D::Floats; CHAINS] {
     let (j_low, j_high) = (2 * pair, 2 * pair + 1);
     // SAFETY: 64 readable bytes at `a`.
     let (a_low, a_high) = unsafe { (d.load(a), d.load(a.add(32))) };
     let low_sums = d.dot_unsigned(low, a_low);
     let high_sums = d.dot_unsigned(high, a_high);
-    chains[j_low % 4] = d.scale_add_lane(chains[j_low % 4], low_sums, scales, j_low);
-    chains[j_high % 4] = d.scale_add_lane(chains[j_high % 4], high_sums, scales, j_high);
+    let (c_low, c_high) = (j_low % CHAINS, j_high % CHAINS);
+    chains[c_low] = d.scale_add_lane(chains[c_low], low_sums, scales, j_low);
+    chains[c_high] = d.scale_add_lane(chains[c_high], high_sums, scales, j_high);
     chains
 }
 
@@ -227,7 +231,7 @@ unsafe fn narrow_pair_step<D: IntDot>(
 macro_rules! narrow_pairs {
     () => {
         type PairLevels = (Self::Bytes, Self::Bytes);
-        type Chains = [Self::Floats; 4];
+        type Chains = [Self::Floats; CHAINS];
 
         #[inline(always)]
         unsafe fn load_pair_levels(self, p: *const u8) -> Self::PairLevels {
@@ -236,7 +240,7 @@ macro_rules! narrow_pairs {
         }
         #[inline(always)]
         fn zero_chains(self) -> Self::Chains {
-            [self.zero(); 4]
+            [self.zero(); CHAINS]
         }
         #[inline(always)]
         unsafe fn pair_step(
@@ -252,7 +256,7 @@ macro_rules! narrow_pairs {
         }
         #[inline(always)]
         fn sum_chains(self, chains: Self::Chains) -> Self::Floats {
-            sum_four(self, chains)
+            sum_chains(self, chains)
         }
     };
 }

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::intdot::{IntDot, IntLevel, dispatch_int, sum_four};
+use super::intdot::{CHAINS, IntDot, IntLevel, dispatch_int, sum_chains};
 use super::{QuantType, dequantize_blocks, formats};
 use crate::linear::{STREAMING_MAX_ROWS, gemm_by_panels};
 use crate::math::round_half_away;
@@ -25,8 +25,6 @@ use crate::simd::SimdLevel;
 pub(super) const ACTIVATION_BLOCK: usize = 32;
 /// Activation rows dotted per pass over a weight row (accumulators stay in registers).
 const ROW_TILE: usize = 4;
-/// Accumulator chains of every sum.
-const CHAINS: usize = 4;
 
 /// Shapes validated by `linear_at`: `x` `[m, k]`, `w` `n` rows of `k` values in `ty` blocks,
 /// `out` `[m, n]`, all positive.
@@ -268,7 +266,7 @@ unsafe fn block_dots<D: IntDot, const T: usize, const SIGNED: bool>(
     let mut dots = [0.0; ROW_TILE];
     for t in 0..T {
         let offset: f32 = offsets[t].iter().sum();
-        dots[t] = d.reduce(sum_four(d, acc[t])) - 8.0 * offset;
+        dots[t] = d.reduce(sum_chains(d, acc[t])) - 8.0 * offset;
     }
     dots
 }
