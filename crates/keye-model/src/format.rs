@@ -129,16 +129,34 @@ impl FromStr for WeightFormat {
     type Err = Error;
 
     fn from_str(name: &str) -> Result<Self> {
-        let name = name.trim();
-        WeightFormat::ALL
-            .into_iter()
-            .find(|f| f.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "unknown weight format `{name}` (choose one of stored, bf16, q8_0, q4_0, q4_k)"
-                ))
-            })
+        parse_named(
+            &WeightFormat::ALL,
+            WeightFormat::name,
+            "weight format",
+            name,
+        )
     }
+}
+
+/// The member of `all` called `name` (any case, surrounding spaces ignored), or an error that
+/// names `what` and lists the choices.
+fn parse_named<T: Copy>(
+    all: &[T],
+    name_of: fn(T) -> &'static str,
+    what: &str,
+    name: &str,
+) -> Result<T> {
+    let name = name.trim();
+    all.iter()
+        .copied()
+        .find(|&choice| name_of(choice).eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            let choices: Vec<&str> = all.iter().map(|&choice| name_of(choice)).collect();
+            Error::InvalidInput(format!(
+                "unknown {what} `{name}` (choose one of {})",
+                choices.join(", ")
+            ))
+        })
 }
 
 /// How matrix products with bf16 weights treat their f32 activations.
@@ -176,15 +194,12 @@ impl FromStr for MatmulPrecision {
     type Err = Error;
 
     fn from_str(name: &str) -> Result<Self> {
-        let name = name.trim();
-        MatmulPrecision::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "unknown matmul precision `{name}` (choose f32 or bf16)"
-                ))
-            })
+        parse_named(
+            &MatmulPrecision::ALL,
+            MatmulPrecision::name,
+            "matmul precision",
+            name,
+        )
     }
 }
 

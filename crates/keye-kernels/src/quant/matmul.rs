@@ -345,7 +345,7 @@ unsafe fn q4k_dots<D: IntDot, const T: usize>(d: D, row: &[u8], a: &Tile) -> Dot
                 mins[t] = d.mul_add(sub_mins, d.load_floats(a.scaled_sums.add(at)), mins[t]);
             }
             for pair in 0..SUB_BLOCKS / 2 {
-                let levels = d.load_pair_levels(row.as_ptr().add(s * block_bytes + 16 + 32 * pair));
+                let levels = d.load_pair_levels(block.as_ptr().add(16 + 32 * pair));
                 for t in 0..T {
                     let quants = a
                         .quants
