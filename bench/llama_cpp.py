@@ -290,19 +290,25 @@ def wait_for_idle(max_load: float, timeout: float) -> None:
         time.sleep(5)
 
 
-def keye_bench(keye: Path, checkpoint: Path, fmt: str, args, vision: bool) -> dict:
-    # Only what llama-bench measures too (and the vision tower once): `keye bench` alone gives
-    # the video and long-context figures.
-    cmd = [keye, "bench", "--dir", checkpoint, "--prefill-tokens", args.prefill,
-           "--decode-context", args.context, "--decode-tokens", args.decode_tokens,
+def keye_bench(keye: Path, checkpoint: Path, fmt: str, args, vision: str | None,
+               text: bool = True) -> dict:
+    # Only what llama-bench measures too (and the vision tower, in `vision` format): `keye bench`
+    # alone gives the video and long-context figures. Without `text` the language model runs
+    # one token at one token of context, to get a vision figure quickly.
+    prefill, context, tokens = (args.prefill, args.context, args.decode_tokens) if text \
+        else ("1", "1", "1")
+    cmd = [keye, "bench", "--dir", checkpoint, "--prefill-tokens", prefill,
+           "--decode-context", context, "--decode-tokens", tokens,
            "--skip-video", "--long-context", "0"]
     if args.config:
         cmd += ["--config", args.config]
     if fmt != "bf16":
         cmd += ["--quant", fmt]
     cmd += ["--matmul-precision", args.matmul_precision]
-    if not vision:
+    if vision is None:
         cmd.append("--skip-vision")
+    elif vision != "stored":
+        cmd += ["--quant-vision", vision]
     out = run(cmd, stdout=subprocess.PIPE, text=True).stdout
     sys.stderr.write(out)
 
@@ -470,6 +476,8 @@ def main() -> None:
                         help="1-minute load average under which a measurement may start")
     parser.add_argument("--idle-timeout", type=float, default=900)
     parser.add_argument("--skip-vision", action="store_true")
+    parser.add_argument("--quant-vision", default="stored,q8_0",
+                        help="keye vision weight formats to time against PyTorch, comma-separated")
     parser.add_argument("--matmul-precision", choices=["bf16", "f32"], default="bf16",
                         help="keye's products with bf16 weights: bf16 rounds the activations "
                              "as llama.cpp's bf16 path does (default); f32 keeps them exact")
@@ -491,11 +499,20 @@ def main() -> None:
     keye = keye_binary(args.keye)
     threads = args.threads or os.cpu_count() or 2
 
-    # The first keye run writes the checkpoint if needed and gives the vision figure.
+    # The first keye run writes the checkpoint if needed and gives the first vision figure.
+    vision_formats = [] if args.skip_vision else \
+        [f.strip() for f in args.quant_vision.split(",") if f.strip()]
     wait_for_idle(args.max_load, args.idle_timeout)
-    first = keye_bench(keye, args.checkpoint, "bf16", args, vision=not args.skip_vision)
+    first = keye_bench(keye, args.checkpoint, "bf16", args,
+                       vision=vision_formats[0] if vision_formats else None)
+    vision_times = {vision_formats[0]: first["vision_1280"]} if vision_formats else {}
+    for fmt in vision_formats[1:]:
+        wait_for_idle(args.max_load, args.idle_timeout)
+        vision_times[fmt] = keye_bench(keye, args.checkpoint, "bf16", args, vision=fmt,
+                                       text=False)["vision_1280"]
     bf16_gguf = LLAMA / "models" / "keye-llm-bf16.gguf"
-    convert_to_gguf(python, args.checkpoint, bf16_gguf)
+    if formats:
+        convert_to_gguf(python, args.checkpoint, bf16_gguf)
 
     rows = []
     for fmt in formats:
@@ -509,7 +526,7 @@ def main() -> None:
                 keye_runs.append(first)
             else:
                 wait_for_idle(args.max_load, args.idle_timeout)
-                keye_runs.append(keye_bench(keye, args.checkpoint, fmt, args, vision=False))
+                keye_runs.append(keye_bench(keye, args.checkpoint, fmt, args, vision=None))
             wait_for_idle(args.max_load, args.idle_timeout)
             llama_runs.append(llama_bench(bin_dir, model, args))
         llama_bytes = streamed_bytes(python, model)
@@ -520,7 +537,7 @@ def main() -> None:
         bf16_gguf.unlink(missing_ok=True)
 
     vision = None if args.skip_vision else torch_vision(python, args.checkpoint, threads)
-    report(rows, first, vision, args)
+    report(rows, first, vision_times, vision, args)
 
 
 def best(runs: list, key: str) -> float | None:
@@ -528,7 +545,7 @@ def best(runs: list, key: str) -> float | None:
     return max(values) if values else None
 
 
-def report(rows, first, vision, args) -> None:
+def report(rows, first, vision_times, vision, args) -> None:
     bandwidths = [r["bandwidth"] for _, k, _, _ in rows for r in k if r.get("bandwidth")]
     bandwidth = statistics.median(bandwidths) if bandwidths else first["bandwidth"]
     print(f"\nmemory read bandwidth (keye bench, median of runs): {bandwidth:.1f} GB/s")
@@ -549,11 +566,15 @@ def report(rows, first, vision, args) -> None:
         print(f"| {fmt} | {fmt_num(kd)} | {fmt_num(ld)} | {fmt_num(kd / ld if kd and ld else None)} "
               f"| {fmt_num(keye_roof, '.0f')} | {fmt_num(llama_roof, '.0f')} | {fmt_num(kp)} "
               f"| {fmt_num(lp)} | {fmt_num(kp / lp if kp and lp else None)} |")
-    if vision is not None and first.get("vision_1280"):
-        k = first["vision_1280"]
-        print(f"\nvision tower + projector, 1280-token image: keye {k:.2f} s; PyTorch f32 "
-              f"{vision['f32']:.2f} s ({vision['f32'] / k:.2f}x), bf16 {vision['bf16']:.2f} s "
-              f"({vision['bf16'] / k:.2f}x)")
+    if vision is not None and any(vision_times.values()):
+        print(f"\nvision tower + projector, 1280-token image: PyTorch f32 {vision['f32']:.2f} s, "
+              f"bf16 {vision['bf16']:.2f} s\n")
+        print("| keye vision weights | keye | vs PyTorch f32 | vs PyTorch bf16 |")
+        print("|---|---|---|---|")
+        for fmt, k in vision_times.items():
+            if k:
+                print(f"| {fmt} | {k:.2f} s | {vision['f32'] / k:.2f}x | "
+                      f"{vision['bf16'] / k:.2f}x |")
     elif not args.skip_vision:
         print("\nvision: PyTorch unavailable or keye printed no 1280-token figure")
 

@@ -191,7 +191,7 @@ fn gemv(bandwidth: f64) {
                 .collect()
         })
         .collect();
-    for m in [1, 4, 16] {
+    for m in [1, 2, 4, 8, 16] {
         let x = filled(m * k, 99);
         let mut out = vec![0.0; m * n];
         for rounded in [false, true] {
@@ -230,7 +230,7 @@ fn quantized_gemv(bandwidth: f64) {
     for ty in QuantType::ALL {
         let matrices = quantized_matrices(ty, n, k);
         let bytes = matrices[0].len();
-        for m in [1, 4, 16] {
+        for m in [1, 2, 4, 8, 16] {
             let x = filled(m * k, 99);
             let mut out = vec![0.0; m * n];
             let mut sweep = || {

@@ -12,7 +12,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::format::{StoredDtype, WeightFormat, WeightFormats, widen};
+use crate::format::{StoredDtype, WeightFormat, WeightFormats, quantize_rows, widen};
 use crate::gguf::GgufFile;
 use crate::linear::MatrixWeight;
 
@@ -249,7 +249,68 @@ impl Checkpoint {
         let tensor = self.get(name, shape)?;
         let cols = shape[1..].iter().product();
         let target = format.resolve(tensor.dtype, cols);
-        if format != WeightFormat::Stored && matches!(tensor.dtype, StoredDtype::Quantized(_)) {
+        self.count_fallback(format, tensor.dtype, target);
+        MatrixWeight::from_stored_as(tensor, target)
+    }
+
+    /// The float or block matrix `name`, stored as `[rows, cols]`, grown with zeros to
+    /// `[padded_rows, padded_cols]` and converted to `format` like [`Self::matrix_as`] would for
+    /// the grown width, which must make it blocks. A matrix already in blocks can only gain
+    /// rows (zero blocks).
+    pub fn padded_matrix(
+        &self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        [padded_rows, padded_cols]: [usize; 2],
+        format: WeightFormat,
+    ) -> Result<MatrixWeight> {
+        let tensor = self.get(name, &[rows, cols])?;
+        let target = format.resolve(tensor.dtype, padded_cols);
+        self.count_fallback(format, tensor.dtype, target);
+        let cannot = || {
+            Error::InvalidInput(format!(
+                "cannot grow {name} ({}, [{rows}, {cols}]) to [{padded_rows}, {padded_cols}] as {target}",
+                tensor.dtype
+            ))
+        };
+        if padded_rows < rows || padded_cols < cols {
+            return Err(cannot());
+        }
+        let (q, bytes) = match (tensor.dtype, target) {
+            (StoredDtype::Quantized(q), _) if padded_cols == cols => {
+                // All-zero bytes are a block of zeros in every GGML format (scales 0).
+                let mut bytes = tensor.bytes().to_vec();
+                bytes.resize(q.bytes_for(padded_rows * cols).map_err(|_| cannot())?, 0);
+                (q, bytes)
+            }
+            (StoredDtype::Quantized(_), _) => return Err(cannot()),
+            (source, StoredDtype::Quantized(q)) => {
+                let source_row = tensor.bytes().len() / rows.max(1);
+                let bytes = quantize_rows(q, padded_rows, padded_cols, name, |range, scratch| {
+                    for row in range {
+                        let start = scratch.len();
+                        if row < rows {
+                            let bytes = &tensor.bytes()[row * source_row..(row + 1) * source_row];
+                            scratch.extend(widen(source, bytes));
+                        }
+                        scratch.resize(start + padded_cols, 0.0);
+                    }
+                })?;
+                (q, bytes)
+            }
+            // Padding only pays where it lets the matrix into blocks.
+            _ => return Err(cannot()),
+        };
+        Ok(MatrixWeight::from_blocks(
+            q,
+            padded_rows,
+            padded_cols,
+            bytes,
+        ))
+    }
+
+    fn count_fallback(&self, format: WeightFormat, stored: StoredDtype, target: StoredDtype) {
+        if format != WeightFormat::Stored && matches!(stored, StoredDtype::Quantized(_)) {
             self.fallbacks
                 .lock()
                 .expect("fallback lock poisoned")
@@ -263,7 +324,6 @@ impl Checkpoint {
                 _ => fallbacks.kept += 1,
             }
         }
-        MatrixWeight::from_stored_as(tensor, target)
     }
 
     /// One log line summarising the matrices whose rows were not whole blocks of the requested

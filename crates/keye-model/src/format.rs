@@ -290,23 +290,49 @@ pub fn encode_tensor(tensor: &StoredTensor, target: StoredDtype) -> Result<Cow<'
             Ok(Cow::Owned(out))
         }
         StoredDtype::Quantized(q) => {
-            let out_len = target.bytes_for(values, cols).ok_or_else(unsupported)?;
-            let mut out = vec![0u8; out_len];
-            let rows_per_task = (QUANTIZE_TASK_VALUES / cols).max(1);
-            let row_bytes = out_len / (values / cols);
-            let result: std::result::Result<(), keye_kernels::KernelError> = out
-                .par_chunks_mut(rows_per_task * row_bytes)
-                .zip(bytes.par_chunks(rows_per_task * cols * element_bytes(source)))
-                .try_for_each_init(Vec::new, |scratch: &mut Vec<f32>, (out, src)| {
-                    scratch.clear();
-                    scratch.extend(widen(source, src));
-                    keye_kernels::quantize(q, scratch, out)
-                });
-            result.map_err(|e| Error::InvalidInput(format!("quantizing {}: {e}", tensor.name)))?;
-            Ok(Cow::Owned(out))
+            target.bytes_for(values, cols).ok_or_else(unsupported)?;
+            let row_bytes = cols * element_bytes(source);
+            let quantized =
+                quantize_rows(q, values / cols, cols, &tensor.name, |rows, scratch| {
+                    scratch.extend(widen(
+                        source,
+                        &bytes[rows.start * row_bytes..rows.end * row_bytes],
+                    ));
+                })?;
+            Ok(Cow::Owned(quantized))
         }
         StoredDtype::F32 | StoredDtype::F16 => Err(unsupported()),
     }
+}
+
+/// `rows` rows of `cols` values in `q` blocks (`cols` a whole number of blocks), quantized in
+/// parallel tasks of whole rows; `widen_rows` appends a task's rows as f32 to its scratch, so at
+/// most one task's rows per worker are ever held in f32.
+pub(crate) fn quantize_rows(
+    q: QuantType,
+    rows: usize,
+    cols: usize,
+    name: &str,
+    widen_rows: impl Fn(std::ops::Range<usize>, &mut Vec<f32>) + Sync,
+) -> Result<Vec<u8>> {
+    let row_bytes = q
+        .bytes_for(cols)
+        .map_err(|e| Error::InvalidInput(format!("quantizing {name}: {e}")))?;
+    let mut out = vec![0u8; rows * row_bytes];
+    if rows == 0 {
+        return Ok(out);
+    }
+    let rows_per_task = (QUANTIZE_TASK_VALUES / cols.max(1)).max(1);
+    out.par_chunks_mut(rows_per_task * row_bytes)
+        .enumerate()
+        .try_for_each_init(Vec::new, |scratch: &mut Vec<f32>, (task, out)| {
+            let first = task * rows_per_task;
+            scratch.clear();
+            widen_rows(first..first + out.len() / row_bytes, scratch);
+            keye_kernels::quantize(q, scratch, out)
+        })
+        .map_err(|e| Error::InvalidInput(format!("quantizing {name}: {e}")))?;
+    Ok(out)
 }
 
 fn element_bytes(dtype: StoredDtype) -> usize {

@@ -72,6 +72,15 @@ impl MatrixWeight {
         Ok(Self { rows, cols, data })
     }
 
+    /// `[rows, cols]` already in `q` blocks.
+    pub(crate) fn from_blocks(q: QuantType, rows: usize, cols: usize, bytes: Vec<u8>) -> Self {
+        Self {
+            rows,
+            cols,
+            data: MatrixData::Quantized(q, bytes),
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }

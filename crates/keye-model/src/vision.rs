@@ -4,12 +4,13 @@
 //! the checkpoint but never run.
 
 use candle_core::{Device, Tensor};
+use keye_kernels::QuantType;
 use keye_media::GridThw;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::VisionConfig;
 use crate::error::{Error, Result};
-use crate::format::MatmulPrecision;
+use crate::format::{MatmulPrecision, StoredDtype, WeightFormat};
 use crate::layers::{Activation, LayerNorm, SegmentAttention, load_linear};
 use crate::linear::Linear;
 use crate::rope::VisionRope;
@@ -33,6 +34,60 @@ struct SelfAttention {
 struct Mlp {
     fc1: Linear,
     fc2: Linear,
+}
+
+impl Mlp {
+    /// Loads `fc1` and `fc2`. When they are to be quantized but the hidden width is not whole
+    /// blocks (SigLIP's 4304 is 134.5 blocks of 32), `fc2`'s rows could not be blocks and it
+    /// would stay bf16: a third of the tower's products, at half the integer products' rate.
+    /// The width is then padded with zero units up to whole blocks instead: a zero `fc1` row
+    /// and bias give GELU(0) = 0, which the zero `fc2` column adds nothing to, so the function
+    /// is unchanged.
+    fn load(ckpt: &Checkpoint, prefix: &str, hidden: usize, width: usize) -> Result<Self> {
+        let (fc1, fc2) = (format!("{prefix}.fc1"), format!("{prefix}.fc2"));
+        let (fc1_weight, fc2_weight) = (format!("{fc1}.weight"), format!("{fc2}.weight"));
+        let block = QuantType::Q8_0.block_values();
+        let fc2_format = Self::fc2_format(ckpt, &fc1_weight, &fc2_weight);
+        if !matches!(fc2_format, WeightFormat::Quantized(_)) || width.is_multiple_of(block) {
+            return Ok(Self {
+                fc1: load_linear(ckpt, &fc1, width, hidden, true)?,
+                fc2: load_linear(ckpt, &fc2, hidden, width, true)?,
+            });
+        }
+        let padded = width.next_multiple_of(block);
+        let precision = ckpt.formats().matmul_precision;
+        let mut fc1_bias = ckpt.get(&format!("{fc1}.bias"), &[width])?.to_f32_vec()?;
+        fc1_bias.resize(padded, 0.0);
+        let fc2_bias = ckpt.get(&format!("{fc2}.bias"), &[hidden])?.to_f32_vec()?;
+        let fc1_format = ckpt.formats().for_tensor(&fc1_weight);
+        Ok(Self {
+            fc1: Linear::new(
+                ckpt.padded_matrix(&fc1_weight, [width, hidden], [padded, hidden], fc1_format)?,
+                Some(fc1_bias),
+                precision,
+            ),
+            fc2: Linear::new(
+                ckpt.padded_matrix(&fc2_weight, [hidden, width], [hidden, padded], fc2_format)?,
+                Some(fc2_bias),
+                precision,
+            ),
+        })
+    }
+
+    /// The format `fc2` is to be loaded in: the requested one, except that a file holding `fc1`
+    /// in blocks and `fc2` as floats (a GGUF file from `keye quantize`, where `fc2`'s unpadded
+    /// rows cannot be blocks) asks for `fc1`'s block format. `Stored` when `fc2` is missing,
+    /// unreadable or already in blocks: loading then goes on as usual.
+    fn fc2_format(ckpt: &Checkpoint, fc1: &str, fc2: &str) -> WeightFormat {
+        let stored = |name: &str| ckpt.tensor(name).ok().map(|t| t.dtype);
+        match (ckpt.formats().for_tensor(fc2), stored(fc1), stored(fc2)) {
+            (_, _, None | Some(StoredDtype::Quantized(_))) => WeightFormat::Stored,
+            (WeightFormat::Stored, Some(StoredDtype::Quantized(q)), _) => {
+                WeightFormat::Quantized(q)
+            }
+            (requested, _, _) => requested,
+        }
+    }
 }
 
 struct EncoderLayer {
@@ -100,22 +155,7 @@ impl VisionTower {
                         )?,
                     },
                     layer_norm2: LayerNorm::load(ckpt, &format!("{l}.layer_norm2"), d, eps)?,
-                    mlp: Mlp {
-                        fc1: load_linear(
-                            ckpt,
-                            &format!("{l}.mlp.fc1"),
-                            cfg.intermediate_size,
-                            d,
-                            true,
-                        )?,
-                        fc2: load_linear(
-                            ckpt,
-                            &format!("{l}.mlp.fc2"),
-                            d,
-                            cfg.intermediate_size,
-                            true,
-                        )?,
-                    },
+                    mlp: Mlp::load(ckpt, &format!("{l}.mlp"), d, cfg.intermediate_size)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
