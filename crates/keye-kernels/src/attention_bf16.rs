@@ -80,9 +80,9 @@ pub(crate) fn attention_segments_bf16_products_at(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m512, __m512bh, __m512i, _mm512_add_epi32, _mm512_and_si512, _mm512_castps_si512,
-        _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_or_si512, _mm512_set1_epi32,
-        _mm512_setzero_ps, _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
+        __m512, __m512bh, __m512i, _mm512_and_si512, _mm512_dpbf16_ps, _mm512_loadu_ps,
+        _mm512_loadu_si512, _mm512_or_si512, _mm512_set1_epi32, _mm512_setzero_ps,
+        _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
     };
     use std::ops::Range;
 
@@ -94,6 +94,7 @@ mod x86 {
         softmax_block_wide,
     };
     use crate::bf16_products::bf16_bits;
+    use crate::bf16_products::x86::rounded_bits;
     use crate::parallel::SharedMut;
     use crate::simd::x86::Avx512;
 
@@ -372,9 +373,10 @@ mod x86 {
         unsafe {
             for p in 0..count.div_ceil(2) {
                 for lane0 in (0..padded).step_by(LANES) {
-                    let low = round(_mm512_loadu_ps(scores.as_ptr().add(2 * p * padded + lane0)));
+                    let low =
+                        rounded_bits(_mm512_loadu_ps(scores.as_ptr().add(2 * p * padded + lane0)));
                     let high = if 2 * p + 1 < count {
-                        round(_mm512_loadu_ps(
+                        rounded_bits(_mm512_loadu_ps(
                             scores.as_ptr().add((2 * p + 1) * padded + lane0),
                         ))
                     } else {
@@ -387,17 +389,6 @@ mod x86 {
                     _mm512_storeu_si512(weights.as_mut_ptr().add(p * padded + lane0).cast(), word);
                 }
             }
-        }
-    }
-
-    /// `x` rounded to bf16 (ties to even) in the upper half of each lane.
-    #[inline(always)]
-    unsafe fn round(x: __m512) -> __m512i {
-        // SAFETY: the callers run with AVX-512 F.
-        unsafe {
-            let bits = _mm512_castps_si512(x);
-            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
-            _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)))
         }
     }
 

@@ -130,11 +130,13 @@ pub fn linear_bf16_products_reference(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::{
-        __m512, __m512bh, __m512i, __mmask32, _mm512_dpbf16_ps, _mm512_loadu_si512,
-        _mm512_maskz_loadu_epi16, _mm512_reduce_add_ps, _mm512_set1_epi32, _mm512_setzero_ps,
-        _mm512_setzero_si512, _mm512_storeu_ps,
+        __m512, __m512bh, __m512i, __mmask32, _CMP_UNORD_Q, _mm512_add_epi32, _mm512_and_si512,
+        _mm512_castps_si512, _mm512_cmp_ps_mask, _mm512_dpbf16_ps, _mm512_loadu_ps,
+        _mm512_loadu_si512, _mm512_mask_or_epi32, _mm512_maskz_loadu_epi16,
+        _mm512_permutex2var_epi16, _mm512_reduce_add_ps, _mm512_set1_epi32, _mm512_setzero_ps,
+        _mm512_setzero_si512, _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
     };
 
     use rayon::prelude::*;
@@ -310,7 +312,8 @@ mod x86 {
         panels
             .par_chunks_mut(panel_words)
             .zip(x.par_chunks(PANEL_ROWS * k))
-            .for_each(|(panel, rows)| transpose_rounded(rows, k, panel));
+            // SAFETY: the CPU supports AVX-512 F and BW (the caller checked).
+            .for_each(|(panel, rows)| unsafe { transpose_rounded(rows, k, panel) });
 
         // About 16 tasks per thread, in whole tiles, so rayon can balance uneven progress.
         let columns_per_task = n
@@ -336,13 +339,14 @@ mod x86 {
                         };
                         // SAFETY: the CPU supports AVX-512 F and BF16 (the caller checked).
                         let sums = unsafe { tile.sums(columns, rows) };
-                        for (c, sums) in sums[..columns].iter().enumerate() {
-                            let bias = bias.map_or(0.0, |b| b[column + c]);
-                            for (r, &sum) in sums[..rows].iter().enumerate() {
-                                let row = panel * PANEL_ROWS + r;
+                        // Row by row, so each output row's columns are written together.
+                        for r in 0..rows {
+                            let row = panel * PANEL_ROWS + r;
+                            for (c, sums) in sums[..columns].iter().enumerate() {
+                                let bias = bias.map_or(0.0, |b| b[column + c]);
                                 // SAFETY: row < m, column + c < n; each task writes only its
                                 // own columns.
-                                unsafe { *out.get().add(row * n + column + c) = sum + bias };
+                                unsafe { *out.get().add(row * n + column + c) = sums[r] + bias };
                             }
                         }
                     }
@@ -354,23 +358,68 @@ mod x86 {
 
     /// Rounds up to [`PANEL_ROWS`] activation rows to bf16 and writes them as `[pairs][PANEL_ROWS]`
     /// words (the low half the even value); rows past `rows` and the odd value past an odd `k`
-    /// stay zero.
-    fn transpose_rounded(rows: &[f32], k: usize, panel: &mut [u32]) {
-        // Pairs per step: one cache line of each source row, written into a 2 KiB block of the
-        // panel that stays in L1.
-        const STEP_PAIRS: usize = 8;
+    /// stay zero. Whole vectors of [`STEP_PAIRS`] pairs are rounded 32 values at a time, the
+    /// rest one pair at a time.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW are supported.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn transpose_rounded(rows: &[f32], k: usize, panel: &mut [u32]) {
+        // One vector of pair words: 32 values of a row, written into a 2 KiB block of the panel
+        // (16 pairs × one 128-byte line per pair) that stays in L1 while the rows pass.
+        const STEP_PAIRS: usize = 16;
         let pairs = k.div_ceil(2);
-        let mut first = 0;
-        while first < pairs {
-            let count = STEP_PAIRS.min(pairs - first);
+        let vector_pairs = k / (2 * STEP_PAIRS) * STEP_PAIRS;
+        let mut words = [0u32; STEP_PAIRS];
+        for first in (0..vector_pairs).step_by(STEP_PAIRS) {
             for (r, row) in rows.chunks_exact(k).enumerate() {
-                for p in first..first + count {
-                    let low = bf16_bits(row[2 * p]);
-                    let high = row.get(2 * p + 1).map_or(0, |&v| bf16_bits(v));
-                    panel[p * PANEL_ROWS + r] = u32::from(low) | (u32::from(high) << 16);
+                // SAFETY: pairs `first..first + 16` are the 32 values at `2·first` of the row.
+                unsafe {
+                    let values = row.as_ptr().add(2 * first);
+                    let packed = _mm512_permutex2var_epi16(
+                        rounded_bits(_mm512_loadu_ps(values)),
+                        high_halves(),
+                        rounded_bits(_mm512_loadu_ps(values.add(16))),
+                    );
+                    _mm512_storeu_si512(words.as_mut_ptr().cast(), packed);
+                }
+                for (i, &word) in words.iter().enumerate() {
+                    panel[(first + i) * PANEL_ROWS + r] = word;
                 }
             }
-            first += count;
+        }
+        for (r, row) in rows.chunks_exact(k).enumerate() {
+            for p in vector_pairs..pairs {
+                let low = bf16_bits(row[2 * p]);
+                let high = row.get(2 * p + 1).map_or(0, |&v| bf16_bits(v));
+                panel[p * PANEL_ROWS + r] = u32::from(low) | (u32::from(high) << 16);
+            }
+        }
+    }
+
+    /// Indices of the upper 16 bits of each 32-bit lane of two vectors, in order: packs 32
+    /// values rounded by [`rounded_bits`] into 16 pair words.
+    #[inline(always)]
+    fn high_halves() -> __m512i {
+        let indices: [u16; 32] = std::array::from_fn(|i| 2 * i as u16 + 1);
+        // SAFETY: 64 bytes of plain data.
+        unsafe { std::mem::transmute(indices) }
+    }
+
+    /// [`bf16_bits`] of 16 values, in the upper half of each lane (the lower half is garbage).
+    ///
+    /// # Safety
+    /// AVX-512 F is supported.
+    #[inline(always)]
+    pub(crate) unsafe fn rounded_bits(x: __m512) -> __m512i {
+        // SAFETY: the callers run with AVX-512 F.
+        unsafe {
+            let bits = _mm512_castps_si512(x);
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+            let rounded = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+            // A NaN keeps its upper bits and is made quiet, as `bf16_bits` does.
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+            _mm512_mask_or_epi32(rounded, nan, bits, _mm512_set1_epi32(0x0040_0000))
         }
     }
 

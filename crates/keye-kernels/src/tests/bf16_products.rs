@@ -1,7 +1,7 @@
 use half::bf16;
 
 use super::{assert_close, rng, uniform};
-use crate::bf16_products::{linear_bf16_products_at, round_to_bf16};
+use crate::bf16_products::{bf16_bits, linear_bf16_products_at, round_to_bf16};
 use crate::{SimdLevel, linear_bf16_products_reference};
 
 /// As for `linear`: relative to `Σ|bf16(x)·w| + |bias|`, far above any summation order's effect
@@ -78,7 +78,7 @@ fn activations_are_rounded_like_half() {
         -0.0,
         f32::from_bits(1),
     ]);
-    for v in values {
+    for &v in &values {
         assert_eq!(
             round_to_bf16(v).to_bits(),
             bf16::from_f32(v).to_f32().to_bits(),
@@ -87,6 +87,26 @@ fn activations_are_rounded_like_half() {
     }
     assert!(round_to_bf16(f32::NAN).is_nan());
     assert!(round_to_bf16(-f32::NAN).is_nan());
+    values.extend([f32::NAN, -f32::NAN, f32::from_bits(0x7f80_0001)]);
+    #[cfg(target_arch = "x86_64")]
+    if SimdLevel::supported().contains(&SimdLevel::Avx512) {
+        // The vector rounding of the many-row products gives the same bits, NaNs included.
+        for chunk in values.chunks(16) {
+            let mut inputs = [0.0f32; 16];
+            inputs[..chunk.len()].copy_from_slice(chunk);
+            let mut lanes = [0u32; 16];
+            // SAFETY: AVX-512 F is supported; 16 floats in, 16 words out.
+            unsafe {
+                let rounded = crate::bf16_products::x86::rounded_bits(
+                    std::arch::x86_64::_mm512_loadu_ps(inputs.as_ptr()),
+                );
+                std::arch::x86_64::_mm512_storeu_si512(lanes.as_mut_ptr().cast(), rounded);
+            }
+            for (&v, &lane) in chunk.iter().zip(&lanes) {
+                assert_eq!((lane >> 16) as u16, bf16_bits(v), "{v:e}");
+            }
+        }
+    }
 }
 
 #[test]
