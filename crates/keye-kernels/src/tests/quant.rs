@@ -522,3 +522,40 @@ fn vector_levels_agree_bit_for_bit() {
         }
     }
 }
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn vector_activation_rounding_equals_the_scalar_rounding() {
+    if SimdLevel::detected() < SimdLevel::Avx512 {
+        return;
+    }
+    let mut rng = rng(41);
+    let mut x = uniform(&mut rng, 32 * 300, -4.0, 4.0);
+    // A block of exact ties both ways (absmax 127, so the levels are the values themselves,
+    // all k + 0.5), a zero block and a block of one non-zero value.
+    for (i, v) in x[..32].iter_mut().enumerate() {
+        *v = i as f32 - 15.5;
+    }
+    x[31] = 127.0;
+    x[32..96].fill(0.0);
+    x[64] = -3.0;
+    let blocks = x.len() / 32;
+    let mut scalar = (
+        vec![0u8; x.len()],
+        vec![0.0f32; blocks],
+        vec![0.0f32; blocks],
+    );
+    let mut vector = (
+        vec![0u8; x.len()],
+        vec![0.0f32; blocks],
+        vec![0.0f32; blocks],
+    );
+    crate::quant::matmul::round_blocks(&x, &mut scalar.0, &mut scalar.1, &mut scalar.2);
+    // SAFETY: AVX-512 is supported (checked above).
+    unsafe {
+        crate::quant::matmul::x86::round_blocks(&x, &mut vector.0, &mut vector.1, &mut vector.2)
+    };
+    assert_eq!(scalar.0, vector.0, "levels");
+    assert_eq!(scalar.1, vector.1, "scales");
+    assert_eq!(scalar.2, vector.2, "scaled sums");
+}
