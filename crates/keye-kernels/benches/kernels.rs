@@ -371,6 +371,22 @@ fn gemm(peak: f64, bf16_peak: Option<f64>) {
             time.as_secs_f64() * 1e3
         );
     };
+    // The vision tower's products on a 1280-token image: 5,120 patches, width 1152, MLP 4304.
+    for (m, k, n) in [(5120, 1152, 1152), (5120, 1152, 4304), (5120, 4304, 1152)] {
+        let x = filled(m * k, 1);
+        let w: Vec<bf16> = filled(n * k, 2).into_iter().map(bf16::from_f32).collect();
+        let mut out = vec![0.0; m * n];
+        linear_bf16_products(&x, m, k, &w, n, None, &mut out).unwrap();
+        let time = best_of(3, || {
+            linear_bf16_products(&x, m, k, &w, n, None, &mut out).unwrap()
+        });
+        let gflops = (2 * m * n * k) as f64 / time.as_secs_f64() / 1e9;
+        println!(
+            "bf16 products linear m={m} k={k} n={n} {gflops:7.1} GFLOP/s ({}), {:6.1} ms",
+            of_peak(gflops, true, peak, bf16_peak),
+            time.as_secs_f64() * 1e3
+        );
+    }
     for m in [32, 128, 512] {
         let x = filled(m * k, 1);
         let mut out = vec![0.0; m * n];

@@ -58,6 +58,8 @@ fn long_rows_and_many_tasks_stay_within_tolerance() {
     for level in SimdLevel::supported() {
         check(level, 5, 45, 4099, 21, true);
         check(level, 6, 130, 256, 1000, false);
+        // More panels (35 of 256 KiB) than one pass over the weight tiles covers.
+        check(level, 7, 1100, 4096, 9, true);
     }
 }
 
