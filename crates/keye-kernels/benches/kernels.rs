@@ -340,6 +340,23 @@ fn quantized_gemv(bandwidth: f64) {
 }
 
 fn quantized_gemm(peak: f64) {
+    // The vision tower's products on a 1280-token image, the MLP padded to 4320.
+    for (m, k, n) in [(5120, 1152, 1152), (5120, 1152, 4320), (5120, 4320, 1152)] {
+        let ty = QuantType::Q8_0;
+        let x = filled(m * k, 1);
+        let mut w = vec![0; ty.bytes_for(n * k).unwrap()];
+        quantize(ty, &filled(n * k, 2), &mut w).unwrap();
+        let w = Weights::Quantized(ty, &w);
+        let mut out = vec![0.0; m * n];
+        linear(&x, m, k, w, n, None, &mut out).unwrap();
+        let time = best_of(3, || linear(&x, m, k, w, n, None, &mut out).unwrap());
+        let gflops = (2 * m * n * k) as f64 / time.as_secs_f64() / 1e9;
+        println!(
+            "{ty} linear m={m} k={k} n={n}         {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
+            100.0 * gflops / peak,
+            time.as_secs_f64() * 1e3
+        );
+    }
     let (m, k, n) = (512, 4096, 12288);
     let x = filled(m * k, 1);
     let mut out = vec![0.0; m * n];
