@@ -206,18 +206,10 @@ mod probes {
     fn bf16_dot_avx512(iterations: usize) -> f32 {
         // SAFETY: 512 bits of plain data either way.
         let pairs: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi16(0x3f80)) };
-        let mut acc = [_mm512_set1_ps(1.0); 12];
-        for _ in 0..iterations / 1000 {
-            for _ in 0..1000 {
-                for acc in &mut acc {
-                    *acc = _mm512_dpbf16_ps(*acc, pairs, pairs);
-                }
-            }
-            acc = std::hint::black_box(acc);
-        }
-        _mm512_reduce_add_ps(
-            acc.into_iter()
-                .fold(_mm512_setzero_ps(), |x, y| _mm512_add_ps(x, y)),
+        register_chains(
+            iterations,
+            #[inline(always)]
+            |acc| _mm512_dpbf16_ps(acc, pairs, pairs),
         )
     }
 
@@ -225,20 +217,37 @@ mod probes {
     #[target_feature(enable = "avx512f")]
     fn fma_avx512(iterations: usize) -> f32 {
         let (a, b) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3));
-        let mut acc = [_mm512_set1_ps(1.0); 12];
+        register_chains(
+            iterations,
+            #[inline(always)]
+            |acc| _mm512_fmadd_ps(acc, a, b),
+        )
+    }
+
+    /// `iterations` rounds of `step` on 12 independent register-resident chains.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn register_chains(iterations: usize, step: impl Fn(__m512) -> __m512) -> f32 {
+        let mut acc = [1.0f32; 12].map(|v| {
+            // SAFETY: only inlined into functions compiled with AVX-512 F.
+            unsafe { _mm512_set1_ps(v) }
+        });
         // Opaque every 1000 rounds, so the chains cannot be folded away.
         for _ in 0..iterations / 1000 {
             for _ in 0..1000 {
                 for acc in &mut acc {
-                    *acc = _mm512_fmadd_ps(*acc, a, b);
+                    *acc = step(*acc);
                 }
             }
             acc = std::hint::black_box(acc);
         }
-        _mm512_reduce_add_ps(
-            acc.into_iter()
-                .fold(_mm512_setzero_ps(), |x, y| _mm512_add_ps(x, y)),
-        )
+        // SAFETY: as above.
+        unsafe {
+            _mm512_reduce_add_ps(
+                acc.into_iter()
+                    .fold(_mm512_setzero_ps(), |x, y| _mm512_add_ps(x, y)),
+            )
+        }
     }
 }
 
