@@ -107,36 +107,36 @@ fn of_peak(gflops: f64, bf16_products: bool, fma: f64, bf16: Option<f64>) -> Str
 /// Register-resident `vdpbf16ps` throughput on all threads, where the CPU has AVX-512 BF16:
 /// the roofline of the bf16 products (twice the FMA's on CPUs that run it at the FMA's rate).
 fn bf16_dot_peak() -> Option<f64> {
+    peak(
+        "BF16 dot-product peak (all threads)",
+        probes::bf16_dot_flops,
+    )
+}
+
+/// Register-resident FP32 FMA throughput on all threads: the compute roofline.
+fn fma_peak() -> f64 {
+    peak("FP32 FMA peak (all threads)", |iterations| {
+        Some(probes::fma_flops(iterations))
+    })
+    .unwrap_or_default()
+}
+
+/// GFLOP/s of `probe` (the FLOPs of a run, `None` without the instruction) on every thread at
+/// once, printed under `label`.
+fn peak(label: &str, probe: fn(usize) -> Option<f64>) -> Option<f64> {
     const ITERATIONS: usize = 50_000_000;
     let threads = rayon::current_num_threads();
     let run = || {
         (0..threads)
             .into_par_iter()
-            .map(|_| probes::bf16_dot_flops(ITERATIONS))
+            .map(|_| probe(ITERATIONS))
             .sum::<Option<f64>>()
     };
     let mut flops = run()?;
     let time = best_of(3, || flops = black_box(run()).unwrap_or(flops)).as_secs_f64();
     let gflops = flops / time / 1e9;
-    println!("BF16 dot-product peak (all threads)       {gflops:7.1} GFLOP/s");
+    println!("{label:<42}{gflops:7.1} GFLOP/s");
     Some(gflops)
-}
-
-/// Register-resident FP32 FMA throughput on all threads: the compute roofline.
-fn fma_peak() -> f64 {
-    const ITERATIONS: usize = 50_000_000;
-    let threads = rayon::current_num_threads();
-    let run = || {
-        (0..threads)
-            .into_par_iter()
-            .map(|_| probes::fma_flops(ITERATIONS))
-            .sum::<f64>()
-    };
-    let mut flops = run();
-    let time = best_of(3, || flops = black_box(run())).as_secs_f64();
-    let gflops = flops / time / 1e9;
-    println!("FP32 FMA peak (all threads)               {gflops:7.1} GFLOP/s");
-    gflops
 }
 
 /// Machine-limit probes, written directly against the widest instructions available.
