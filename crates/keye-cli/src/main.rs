@@ -41,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory_mapped();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYE_LOG")
@@ -96,3 +97,24 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// Every layer allocates activation buffers of tens of megabytes and frees them again. glibc
+/// serves blocks above 32 MiB with fresh mappings and hands freed heap tops back to the kernel,
+/// so each layer paid a page fault and the kernel's zeroing for every page it wrote: a tenth of
+/// a vision encode. Served from the heap and never trimmed, freed buffers are reused as they are
+/// (the process keeps its peak activation memory). A `GLIBC_TUNABLES` setting of the user wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory_mapped() {
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        return;
+    }
+    // SAFETY: `mallopt` only changes allocator parameters; nothing has been allocated by other
+    // threads yet. -1 disables trimming (mallopt(3)).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory_mapped() {}

@@ -95,7 +95,7 @@ fn map_chunks(x: &mut [f32], apply: impl Fn(&mut [f32]) + Sync + Send) {
 }
 
 #[inline(always)]
-fn map_in_place<S: Simd>(s: S, x: &mut [f32], f: impl Fn(S::V) -> S::V) {
+pub(crate) fn map_in_place<S: Simd>(s: S, x: &mut [f32], f: impl Fn(S::V) -> S::V) {
     let mut i = 0;
     while i < x.len() {
         let len = (x.len() - i).min(S::LANES);

@@ -22,7 +22,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::error::{KernelError, expect_len, expect_nonzero, product};
-use crate::math::exp;
+use crate::math::exp2;
 use crate::parallel::{SharedMut, threads, with_scratch};
 use crate::simd::{Simd, SimdLevel, dispatch, load_upto, store_upto};
 
@@ -724,7 +724,7 @@ impl SoftmaxColumns {
             max: [f32::NEG_INFINITY; MAX_ROWS],
             sum: [0.0; MAX_ROWS],
             correction: [0.0; MAX_ROWS],
-            visible: [KEY_BLOCK as f32; MAX_ROWS],
+            visible: [f32::INFINITY; MAX_ROWS],
         }
     }
 
@@ -753,9 +753,12 @@ impl SoftmaxColumns {
     }
 }
 
-/// One online-softmax step of the wide layout: scales the scores `st` (`[count, padded]`, keys
-/// `block..block + count`), masks keys past each row's end, replaces them by their weights and
-/// updates `columns` (max, sum and the correction for earlier outputs).
+/// One online-softmax step of the wide layout: turns the raw scores `st` (`[count, padded]`,
+/// keys `block..block + count`; the scale is applied here) into weights, 0 for keys past each
+/// row's end, and updates `columns` (max, sum and the correction for earlier outputs).
+///
+/// The running max is kept in scaled units; a weight is `2^(score·scale·log2 e − max·log2 e)`,
+/// one fused multiply-add and an [`exp2`] per score.
 ///
 /// # Safety
 /// `st` holds `count × padded` floats; `padded` is a multiple of the lanes and at most
@@ -773,12 +776,14 @@ pub(crate) unsafe fn softmax_block_wide<S: Simd>(
     columns: &mut SoftmaxColumns,
 ) {
     let lanes = S::LANES;
+    let log2_e = s.splat(std::f32::consts::LOG2_E);
+    let scale_log2_e = s.splat(scale * std::f32::consts::LOG2_E);
     let scale = s.splat(scale);
     let negative_infinity = s.splat(f32::NEG_INFINITY);
     let masked = block + count > rows.min_key_end();
     if masked {
         for (slot, &end) in columns.visible.iter_mut().zip(&rows.key_ends[..rows.len]) {
-            *slot = end.saturating_sub(block).min(KEY_BLOCK) as f32;
+            *slot = end.saturating_sub(block).min(count) as f32;
         }
     }
     // SAFETY: every access is inside `st` and the `MAX_ROWS` columns, as the caller guarantees.
@@ -788,22 +793,26 @@ pub(crate) unsafe fn softmax_block_wide<S: Simd>(
             let mut block_max = negative_infinity;
             for j in 0..count {
                 let p = st.as_mut_ptr().add(j * padded + lane0);
-                let mut x = s.mul(s.load(p), scale);
+                let mut x = s.load(p);
                 if masked {
                     x = s.select_lt(s.splat(j as f32), visible_keys, x, negative_infinity);
+                    s.store(p, x);
                 }
-                s.store(p, x);
-                block_max = s.max(block_max, x);
+                block_max = s.max(block_max, s.mul(x, scale));
             }
             let old_max = s.load(columns.max.as_ptr().add(lane0));
             let new_max = s.max(old_max, block_max);
             // A row with no visible key so far keeps max -inf; shift by 0 to avoid inf - inf.
             let shift = s.select_lt(new_max, s.splat(f32::MIN), s.zero(), new_max);
-            let factor = exp(s, s.sub(old_max, shift));
+            let factor = exp2(s, s.mul(s.sub(old_max, shift), log2_e));
+            let shift = s.mul(shift, log2_e);
             let mut block_sum = s.zero();
             for j in 0..count {
                 let p = st.as_mut_ptr().add(j * padded + lane0);
-                let weight = exp(s, s.sub(s.load(p), shift));
+                let weight = exp2(
+                    s,
+                    s.mul_add(s.load(p), scale_log2_e, s.sub(s.zero(), shift)),
+                );
                 s.store(p, weight);
                 block_sum = s.add(block_sum, weight);
             }
@@ -936,10 +945,10 @@ unsafe fn attend_narrow<S: Simd>(
     state.sum[..n].copy_from_slice(&sum[..n]);
 }
 
-/// One online-softmax step of a row of `KEY_BLOCK` scores, of which the first `count` were
+/// One online-softmax step of a row of `KEY_BLOCK` raw scores, of which the first `count` were
 /// computed and the first `visible` may be attended to. Replaces the scores by their weights
-/// (0 past `visible`), updates the running max and sum, and returns the factor the row's
-/// earlier outputs must be multiplied by.
+/// (0 past `visible`), updates the running max (scaled units) and sum, and returns the factor the
+/// row's earlier outputs must be multiplied by. Weights as in [`softmax_block_wide`].
 #[inline(always)]
 fn softmax_block<S: Simd>(
     s: S,
@@ -957,22 +966,25 @@ fn softmax_block<S: Simd>(
     let lanes = S::LANES;
     // Whole vectors from here on: lanes past `visible` hold -inf, so they weigh exactly 0.
     let padded = visible.next_multiple_of(lanes);
-    row[..visible].iter_mut().for_each(|x| *x *= scale);
     row[visible..padded].fill(f32::NEG_INFINITY);
     let row = &mut row[..padded.max(count)];
     // SAFETY: every vector access is inside `row[..padded]`.
     unsafe {
         let mut block_max = s.splat(f32::NEG_INFINITY);
         for j in (0..padded).step_by(lanes) {
-            block_max = s.max(block_max, s.load(row.as_ptr().add(j)));
+            block_max = s.max(
+                block_max,
+                s.mul(s.load(row.as_ptr().add(j)), s.splat(scale)),
+            );
         }
         let new_max = max.max(s.reduce_max(block_max));
         let factor = (*max - new_max).exp();
-        let shift = s.splat(new_max);
+        let scale_log2_e = s.splat(scale * std::f32::consts::LOG2_E);
+        let shift = s.splat(-new_max * std::f32::consts::LOG2_E);
         let mut block_sum = s.zero();
         for j in (0..padded).step_by(lanes) {
             let p = row.as_mut_ptr().add(j);
-            let weight = exp(s, s.sub(s.load(p), shift));
+            let weight = exp2(s, s.mul_add(s.load(p), scale_log2_e, shift));
             s.store(p, weight);
             block_sum = s.add(block_sum, weight);
         }

@@ -81,7 +81,7 @@ pub(crate) fn attention_segments_bf16_products_at(
 mod x86 {
     use std::arch::x86_64::{
         __m512, __m512bh, __m512i, _mm512_and_si512, _mm512_dpbf16_ps, _mm512_loadu_ps,
-        _mm512_loadu_si512, _mm512_or_si512, _mm512_set1_epi32, _mm512_setzero_ps,
+        _mm512_loadu_si512, _mm512_mul_ps, _mm512_or_si512, _mm512_set1_epi32, _mm512_setzero_ps,
         _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
     };
     use std::ops::Range;
@@ -89,16 +89,15 @@ mod x86 {
     use rayon::prelude::*;
 
     use super::*;
-    use crate::attention::{
-        KEY_BLOCK, MAX_ROWS, RowSet, SoftmaxColumns, scale_output_wide, segment_tasks,
-        softmax_block_wide,
-    };
+    use crate::attention::{MAX_ROWS, RowSet, SoftmaxColumns, segment_tasks, softmax_block_wide};
     use crate::bf16_products::bf16_bits;
     use crate::bf16_products::x86::rounded_bits;
     use crate::parallel::SharedMut;
     use crate::simd::x86::Avx512;
 
     const LANES: usize = 16;
+    /// Keys per online-softmax step.
+    const KEY_BLOCK: usize = 128;
     /// Largest head dimension the per-task buffers (on the stack) hold.
     pub(super) const MAX_HEAD_DIM: usize = 128;
 
@@ -220,7 +219,7 @@ mod x86 {
                     });
                     let args = (o.keys, key_rows, queries.as_ptr(), pairs, padded);
                     let target = scores.as_mut_ptr().add(j * padded);
-                    pair_sums_of::<false>(keys, vectors, args, target);
+                    pair_sums_of::<false>(keys, vectors, args, target, &[0.0; MAX_ROWS]);
                     j += keys;
                 }
                 softmax_block_wide(
@@ -233,13 +232,6 @@ mod x86 {
                     o.scale,
                     &mut columns,
                 );
-                scale_output_wide(
-                    s,
-                    &mut outputs[..d * padded],
-                    padded,
-                    d,
-                    &columns.correction,
-                );
                 let weight_pairs = count.div_ceil(2);
                 pack_weights(&scores, count, padded, &mut weights);
                 let mut c = 0;
@@ -250,7 +242,7 @@ mod x86 {
                     });
                     let args = (o.values, value_rows, weights.as_ptr(), weight_pairs, padded);
                     let target = outputs.as_mut_ptr().add(c * padded);
-                    pair_sums_of::<true>(dims, vectors, args, target);
+                    pair_sums_of::<true>(dims, vectors, args, target, &columns.correction);
                     c += dims;
                 }
             }
@@ -270,7 +262,9 @@ mod x86 {
     type PairProduct<'a> = (&'a [u16], [usize; 4], *const u32, usize, usize);
 
     /// `target[i][lanes] (+)= Σ_p lanes[p] · pair p of row i` for `R` broadcast rows and `V` lane
-    /// vectors; rows of `target` are `padded` apart. Adds to `target` when `ACCUMULATE`.
+    /// vectors; rows of `target` are `padded` apart. When `ACCUMULATE`, adds to `target` scaled
+    /// by `correction` per lane: the online softmax's rescaling of earlier outputs, folded into
+    /// the load of the accumulators it needs anyway.
     ///
     /// # Safety
     /// AVX-512 F and BF16; every pair and lane word addressed exists.
@@ -278,6 +272,7 @@ mod x86 {
     unsafe fn pair_sums<const R: usize, const V: usize, const ACCUMULATE: bool>(
         (source, starts, lanes, pairs, padded): PairProduct<'_>,
         target: *mut f32,
+        correction: &[f32; MAX_ROWS],
     ) {
         // SAFETY: forwarded.
         unsafe {
@@ -285,7 +280,10 @@ mod x86 {
             if ACCUMULATE {
                 for (i, acc) in acc.iter_mut().enumerate() {
                     for (v, a) in acc.iter_mut().enumerate() {
-                        *a = _mm512_loadu_ps(target.add(i * padded + v * LANES));
+                        *a = _mm512_mul_ps(
+                            _mm512_loadu_ps(target.add(i * padded + v * LANES)),
+                            _mm512_loadu_ps(correction.as_ptr().add(v * LANES)),
+                        );
                     }
                 }
             }
@@ -308,18 +306,19 @@ mod x86 {
         vectors: usize,
         args: PairProduct<'_>,
         target: *mut f32,
+        correction: &[f32; MAX_ROWS],
     ) {
         // SAFETY: forwarded.
         unsafe {
             match (rows, vectors) {
-                (4, 4) => pair_sums::<4, 4, ACCUMULATE>(args, target),
-                (4, 3) => pair_sums::<4, 3, ACCUMULATE>(args, target),
-                (4, 2) => pair_sums::<4, 2, ACCUMULATE>(args, target),
-                (4, _) => pair_sums::<4, 1, ACCUMULATE>(args, target),
-                (_, 4) => pair_sums::<1, 4, ACCUMULATE>(args, target),
-                (_, 3) => pair_sums::<1, 3, ACCUMULATE>(args, target),
-                (_, 2) => pair_sums::<1, 2, ACCUMULATE>(args, target),
-                _ => pair_sums::<1, 1, ACCUMULATE>(args, target),
+                (4, 4) => pair_sums::<4, 4, ACCUMULATE>(args, target, correction),
+                (4, 3) => pair_sums::<4, 3, ACCUMULATE>(args, target, correction),
+                (4, 2) => pair_sums::<4, 2, ACCUMULATE>(args, target, correction),
+                (4, _) => pair_sums::<4, 1, ACCUMULATE>(args, target, correction),
+                (_, 4) => pair_sums::<1, 4, ACCUMULATE>(args, target, correction),
+                (_, 3) => pair_sums::<1, 3, ACCUMULATE>(args, target, correction),
+                (_, 2) => pair_sums::<1, 2, ACCUMULATE>(args, target, correction),
+                _ => pair_sums::<1, 1, ACCUMULATE>(args, target, correction),
             }
         }
     }

@@ -5,6 +5,7 @@ mod attention;
 mod bf16_products;
 mod kv_q8;
 mod linear;
+mod math;
 mod norm;
 mod quant;
 
