@@ -121,20 +121,19 @@ pub(crate) fn scales_mins_k4(packed: &[u8]) -> (u64, u64) {
 pub(crate) fn quantize_q4_k(values: &[f32], block: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
-        /// The same code compiled for AVX2, whose 8-lane compares, selects and `i32` clamps the
-        /// sub-block lanes need (the x86-64 baseline has only SSE2); IEEE arithmetic is the same.
-        #[target_feature(enable = "avx2")]
-        fn quantize_q4_k_avx2(values: &[f32], block: &mut [u8]) {
-            quantize_q4_k_lanes(values, block)
-        }
         // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { quantize_q4_k_avx2(values, block) };
+        return unsafe { x86::quantize_q4_k_avx2(values, block) };
     }
-    quantize_q4_k_lanes(values, block)
+    quantize_q4_k_with(values, block, fit_scales_and_mins)
 }
 
+/// The super-block around a sub-block fit: `fit` is [`fit_scales_and_mins`] or its AVX2 twin.
 #[inline(always)]
-fn quantize_q4_k_lanes(values: &[f32], block: &mut [u8]) {
+pub(crate) fn quantize_q4_k_with(
+    values: &[f32],
+    block: &mut [u8],
+    fit: impl Fn(&[Lanes; SUB_BLOCK], &[Lanes; SUB_BLOCK]) -> SubBlockFits,
+) {
     // The eight sub-blocks are fitted side by side, sub-block `j` in lane `j`.
     let mut x = [[0.0f32; SUB_BLOCKS]; SUB_BLOCK];
     let mut weights = [[0.0f32; SUB_BLOCKS]; SUB_BLOCK];
@@ -150,7 +149,7 @@ fn quantize_q4_k_lanes(values: &[f32], block: &mut [u8]) {
             weights[i][j] = av_x + v.abs();
         }
     }
-    let fit = fit_scales_and_mins(&x, &weights);
+    let fit = fit(&x, &weights);
     let mut levels = [0u8; SUB_BLOCKS * SUB_BLOCK];
     for (i, lane_levels) in fit.levels.iter().enumerate() {
         for (j, &level) in lane_levels.iter().enumerate() {
@@ -218,11 +217,17 @@ fn quantize_q4_k_lanes(values: &[f32], block: &mut [u8]) {
     }
 }
 
+/// `make_qkx2_quants`' level range and trial inverse scales (`nmax`, `rmin`, `rdelta`, `nstep`).
+const LEVEL_MAX: i32 = 15;
+const TRIAL_START: f32 = -1.0;
+const TRIAL_STEP: f32 = 0.1;
+const TRIALS: i32 = 20;
+
 /// One value per sub-block of a `Q4_K` block.
-type Lanes = [f32; SUB_BLOCKS];
+pub(crate) type Lanes = [f32; SUB_BLOCKS];
 
 /// [`fit_scales_and_mins`]'s result: per sub-block the scale, the min and (`[i][j]`) the levels.
-struct SubBlockFits {
+pub(crate) struct SubBlockFits {
     scales: Lanes,
     mins: Lanes,
     levels: [[u8; SUB_BLOCKS]; SUB_BLOCK],
@@ -237,11 +242,10 @@ struct SubBlockFits {
 /// multiply-adds, a later trial seeing the `min` an earlier one chose), so the bytes equal the
 /// reference's; the lanes only let the loops vectorise, the quantizer's whole cost.
 #[inline(always)]
-fn fit_scales_and_mins(x: &[Lanes; SUB_BLOCK], weights: &[Lanes; SUB_BLOCK]) -> SubBlockFits {
-    const LEVEL_MAX: i32 = 15;
-    const TRIAL_START: f32 = -1.0;
-    const TRIAL_STEP: f32 = 0.1;
-    const TRIALS: i32 = 20;
+pub(crate) fn fit_scales_and_mins(
+    x: &[Lanes; SUB_BLOCK],
+    weights: &[Lanes; SUB_BLOCK],
+) -> SubBlockFits {
     const L: usize = SUB_BLOCKS;
 
     let (mut min, mut max) = (x[0], x[0]);
@@ -346,6 +350,162 @@ fn fit_scales_and_mins(x: &[Lanes; SUB_BLOCK], weights: &[Lanes; SUB_BLOCK]) -> 
         scales: scale,
         mins: min.map(|m| -m),
         levels,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m256, _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_LT_OQ, _mm256_add_ps, _mm256_and_ps, _mm256_and_si256,
+        _mm256_blendv_ps, _mm256_castps_si256, _mm256_cmp_ps, _mm256_cvtepi32_ps, _mm256_div_ps,
+        _mm256_loadu_ps, _mm256_max_epi32, _mm256_max_ps, _mm256_min_epi32, _mm256_min_ps,
+        _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
+        _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_ps,
+    };
+
+    use super::*;
+
+    /// [`quantize_q4_k`] with the sub-block fit in AVX2 registers.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn quantize_q4_k_avx2(values: &[f32], block: &mut [u8]) {
+        quantize_q4_k_with(values, block, |x, weights| {
+            // SAFETY: this closure inherits AVX2 from the function it is defined in.
+            unsafe { fit_scales_and_mins_avx2(x, weights) }
+        })
+    }
+
+    /// [`fit_scales_and_mins`] with lane `j` of each register holding sub-block `j`: the same
+    /// IEEE operations in the same order (no fused multiply-adds), compares and blends where
+    /// the scalar code branches, and GGML's `nearest_int` in integer lanes, so the bytes are
+    /// the same. The compiler vectorised the scalar lanes into shuffled 4-wide pieces, which
+    /// made quantizing at load to `q4_k` take two minutes for an 8B model.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn fit_scales_and_mins_avx2(
+        x: &[Lanes; SUB_BLOCK],
+        weights: &[Lanes; SUB_BLOCK],
+    ) -> SubBlockFits {
+        // SAFETY: each `Lanes` is 8 floats, one register.
+        let x: [__m256; SUB_BLOCK] = std::array::from_fn(|i| unsafe { load(&x[i]) });
+        let w: [__m256; SUB_BLOCK] = std::array::from_fn(|i| unsafe { load(&weights[i]) });
+        let zero = _mm256_setzero_ps();
+        let select = |condition: __m256, if_true: __m256, otherwise: __m256| {
+            _mm256_blendv_ps(otherwise, if_true, condition)
+        };
+        let levels_of = |v: __m256| {
+            let shifted = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12_582_912.0)));
+            let level = _mm256_sub_epi32(
+                _mm256_and_si256(shifted, _mm256_set1_epi32(0x007f_ffff)),
+                _mm256_set1_epi32(0x0040_0000),
+            );
+            let level = _mm256_min_epi32(
+                _mm256_max_epi32(level, _mm256_setzero_si256()),
+                _mm256_set1_epi32(LEVEL_MAX),
+            );
+            _mm256_cvtepi32_ps(level)
+        };
+
+        let (mut min, mut max, mut sum_w) = (x[0], x[0], w[0]);
+        let mut sum_x = _mm256_mul_ps(w[0], x[0]);
+        for i in 1..SUB_BLOCK {
+            // `minps`/`maxps` return their second operand unless the first is strictly beyond
+            // it: the scalar `if x < min { min = x }`, NaNs included.
+            min = _mm256_min_ps(x[i], min);
+            max = _mm256_max_ps(x[i], max);
+            sum_w = _mm256_add_ps(sum_w, w[i]);
+            sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], x[i]));
+        }
+        min = select(_mm256_cmp_ps::<_CMP_GT_OQ>(min, zero), zero, min);
+        let flat = _mm256_cmp_ps::<_CMP_EQ_OQ>(max, min);
+        let flat_min = min;
+        let iscale = _mm256_div_ps(_mm256_set1_ps(LEVEL_MAX as f32), _mm256_sub_ps(max, min));
+        let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
+        let mut best_error = zero;
+        let mut levels = [zero; SUB_BLOCK];
+        for i in 0..SUB_BLOCK {
+            let l = levels_of(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min)));
+            levels[i] = l;
+            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, l), min), x[i]);
+            best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+        }
+        let mut trial_levels = [zero; SUB_BLOCK];
+        for trial in 0..=TRIALS {
+            let numerator = TRIAL_START + TRIAL_STEP * trial as f32 + LEVEL_MAX as f32;
+            let iscale = _mm256_div_ps(_mm256_set1_ps(numerator), _mm256_sub_ps(max, min));
+            let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
+            for i in 0..SUB_BLOCK {
+                let l = levels_of(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min)));
+                trial_levels[i] = l;
+                let wl = _mm256_mul_ps(w[i], l);
+                sum_l = _mm256_add_ps(sum_l, wl);
+                sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, l));
+                sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, x[i]));
+            }
+            let determinant =
+                _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+            let solvable = _mm256_cmp_ps::<_CMP_GT_OQ>(determinant, zero);
+            let mut this_scale = _mm256_div_ps(
+                _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)),
+                determinant,
+            );
+            let mut this_min = _mm256_div_ps(
+                _mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)),
+                determinant,
+            );
+            let positive_min = _mm256_cmp_ps::<_CMP_GT_OQ>(this_min, zero);
+            this_scale = select(positive_min, _mm256_div_ps(sum_xl, sum_l2), this_scale);
+            this_min = select(positive_min, zero, this_min);
+            let mut error = zero;
+            for i in 0..SUB_BLOCK {
+                let diff = _mm256_sub_ps(
+                    _mm256_add_ps(_mm256_mul_ps(this_scale, trial_levels[i]), this_min),
+                    x[i],
+                );
+                error = _mm256_add_ps(error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+            }
+            let better = _mm256_and_ps(solvable, _mm256_cmp_ps::<_CMP_LT_OQ>(error, best_error));
+            for (level, &trial_level) in levels.iter_mut().zip(&trial_levels) {
+                *level = select(better, trial_level, *level);
+            }
+            best_error = select(better, error, best_error);
+            scale = select(better, this_scale, scale);
+            min = select(better, this_min, min);
+        }
+        scale = select(flat, zero, scale);
+        min = select(flat, flat_min, min);
+        let mut fits = SubBlockFits {
+            scales: [0.0; SUB_BLOCKS],
+            mins: [0.0; SUB_BLOCKS],
+            levels: [[0; SUB_BLOCKS]; SUB_BLOCK],
+        };
+        // SAFETY: each `Lanes` is 8 floats, one register.
+        unsafe {
+            _mm256_storeu_ps(fits.scales.as_mut_ptr(), scale);
+            _mm256_storeu_ps(
+                fits.mins.as_mut_ptr(),
+                _mm256_xor_ps(min, _mm256_set1_ps(-0.0)),
+            );
+        }
+        for (lane_levels, &level) in fits.levels.iter_mut().zip(&levels) {
+            let mut as_floats = [0.0f32; SUB_BLOCKS];
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(as_floats.as_mut_ptr(), select(flat, zero, level)) };
+            *lane_levels = as_floats.map(|l| l as u8);
+        }
+        fits
+    }
+
+    /// # Safety
+    /// The CPU has AVX (implied by the callers' AVX2).
+    #[inline(always)]
+    unsafe fn load(lanes: &Lanes) -> __m256 {
+        // SAFETY: `lanes` is 8 floats.
+        unsafe { _mm256_loadu_ps(lanes.as_ptr()) }
     }
 }
 

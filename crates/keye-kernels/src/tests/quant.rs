@@ -559,3 +559,37 @@ fn vector_activation_rounding_equals_the_scalar_rounding() {
     assert_eq!(scalar.1, vector.1, "scales");
     assert_eq!(scalar.2, vector.2, "scaled sums");
 }
+
+/// The AVX2 sub-block fit writes the portable fit's bytes (which the golden test ties to
+/// GGML's), on the golden inputs and on blocks at the edges of f32: denormal and huge ranges,
+/// two-valued, constant and sign-of-zero sub-blocks.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q4_k_avx2_fit_writes_the_portable_fits_bytes() {
+    use crate::quant::formats::{fit_scales_and_mins, quantize_q4_k, quantize_q4_k_with};
+    if !is_x86_feature_detected!("avx2") {
+        eprintln!("\n*** SKIPPED: this CPU has no AVX2 ***\n");
+        return;
+    }
+    let golden = include_bytes!("../../tests/data/q4_k_input.f32");
+    let mut values: Vec<f32> = golden
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    // Enough ordinary blocks that a different rounding anywhere in the search shows.
+    values.extend(awkward_rows(45, 4096));
+    let mut rng = rng(44);
+    for scale in [1e-44, 1e-40, 1e-38, 1e-20, 1.0, 1e20, 1e36] {
+        values.extend(uniform(&mut rng, 256, -1.0, 1.0).iter().map(|v| v * scale));
+        values.extend(uniform(&mut rng, 256, 0.0, 1.0).iter().map(|v| v * scale));
+    }
+    let two_valued: Vec<f32> = (0..256).map(|i| if i % 3 == 0 { 0.25 } else { -3.0 }).collect();
+    let zeros: Vec<f32> = (0..256).map(|i| if i % 2 == 0 { 0.0 } else { -0.0 }).collect();
+    values.extend(two_valued.iter().chain(&zeros).chain(&[7.5; 256]));
+    for (b, block) in values.chunks_exact(256).enumerate() {
+        let (mut ours, mut portable) = ([0u8; 144], [0u8; 144]);
+        quantize_q4_k(block, &mut ours);
+        quantize_q4_k_with(block, &mut portable, fit_scales_and_mins);
+        assert_eq!(ours, portable, "block {b}");
+    }
+}
