@@ -16,7 +16,8 @@ pub(crate) enum IntLevel {
     Avx2,
     /// AVX-VNNI `vpdpbusd` on 256-bit vectors (Alder Lake and later, Zen 5).
     AvxVnni,
-    /// AVX-512 VNNI `vpdpbusd` on 256-bit vectors (Ice Lake, Sapphire Rapids, Zen 4).
+    /// AVX-512 BW and VNNI: `vpdpbusd` on two blocks per 512-bit vector (Ice Lake, Sapphire
+    /// Rapids, Zen 4).
     Avx512Vnni,
 }
 
@@ -34,6 +35,7 @@ impl IntLevel {
             IntLevel::Avx512Vnni => {
                 IntLevel::Avx2.is_supported()
                     && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
                     && is_x86_feature_detected!("avx512vl")
             }
@@ -191,6 +193,36 @@ pub(crate) trait IntDot: Copy {
     ) -> Self::Chains;
     /// `((c0 + c1) + c2) + c3`, lane by lane.
     fn sum_chains(self, chains: Self::Chains) -> Self::Floats;
+
+    /// The levels of two `Q8_0` (`SIGNED`) or `Q4_0` blocks, prepared for
+    /// [`IntDot::block_pair_step`].
+    type BlockPair: Copy;
+    /// # Safety
+    /// 32 bytes (`SIGNED`) or 16 bytes of nibbles at each pointer are readable.
+    unsafe fn load_block_pair<const SIGNED: bool>(
+        self,
+        first: *const u8,
+        second: *const u8,
+    ) -> Self::BlockPair;
+    /// [`IntDot::pair_step`] for two `Q8_0` or `Q4_0` blocks of a group of eight.
+    ///
+    /// # Safety
+    /// 64 bytes at `a` are readable; `pair < 4`.
+    unsafe fn block_pair_step<const SIGNED: bool>(
+        self,
+        chains: Self::Chains,
+        levels: Self::BlockPair,
+        a: *const u8,
+        scales: Self::Floats,
+        pair: usize,
+    ) -> Self::Chains;
+    /// Chain 0 plus `sums · scale`: a block past the last whole group of [`CHAINS`].
+    fn first_chain_scale_add(
+        self,
+        chains: Self::Chains,
+        sums: Self::Ints,
+        scale: f32,
+    ) -> Self::Chains;
 }
 
 /// Accumulator chains of every GEMV sum (one chain alone would wait on each FMA in turn).
@@ -226,12 +258,78 @@ unsafe fn narrow_pair_step<D: IntDot>(
     chains
 }
 
-/// The associated types and [`IntDot`]'s `Q4_K` pair methods for a level with one chain per
+/// [`IntDot::block_pair_step`] on 256-bit vectors, one chain per vector.
+///
+/// # Safety
+/// As [`IntDot::block_pair_step`].
+#[inline(always)]
+unsafe fn narrow_block_pair_step<D: IntDot, const SIGNED: bool>(
+    d: D,
+    chains: [D::Floats; CHAINS],
+    (first, second): (D::Bytes, D::Bytes),
+    a: *const u8,
+    scales: D::Floats,
+    pair: usize,
+) -> [D::Floats; CHAINS] {
+    if !SIGNED {
+        // SAFETY: forwarded.
+        return unsafe { narrow_pair_step(d, chains, (first, second), a, scales, pair) };
+    }
+    let mut chains = chains;
+    let (j_low, j_high) = (2 * pair, 2 * pair + 1);
+    // SAFETY: 64 readable bytes at `a`.
+    let (a_low, a_high) = unsafe { (d.load(a), d.load(a.add(32))) };
+    let (c_low, c_high) = (j_low % CHAINS, j_high % CHAINS);
+    chains[c_low] = d.scale_add_lane(chains[c_low], d.dot_signed(first, a_low), scales, j_low);
+    chains[c_high] = d.scale_add_lane(chains[c_high], d.dot_signed(second, a_high), scales, j_high);
+    chains
+}
+
+/// The associated types and [`IntDot`]'s block-pair methods for a level with one chain per
 /// 256-bit vector.
 macro_rules! narrow_pairs {
     () => {
         type PairLevels = (Self::Bytes, Self::Bytes);
         type Chains = [Self::Floats; CHAINS];
+        type BlockPair = (Self::Bytes, Self::Bytes);
+
+        #[inline(always)]
+        unsafe fn load_block_pair<const SIGNED: bool>(
+            self,
+            first: *const u8,
+            second: *const u8,
+        ) -> Self::BlockPair {
+            // SAFETY: forwarded.
+            unsafe {
+                if SIGNED {
+                    (self.load(first), self.load(second))
+                } else {
+                    (self.load_nibbles(first), self.load_nibbles(second))
+                }
+            }
+        }
+        #[inline(always)]
+        unsafe fn block_pair_step<const SIGNED: bool>(
+            self,
+            chains: Self::Chains,
+            levels: Self::BlockPair,
+            a: *const u8,
+            scales: Self::Floats,
+            pair: usize,
+        ) -> Self::Chains {
+            // SAFETY: forwarded.
+            unsafe { narrow_block_pair_step::<Self, SIGNED>(self, chains, levels, a, scales, pair) }
+        }
+        #[inline(always)]
+        fn first_chain_scale_add(
+            self,
+            mut chains: Self::Chains,
+            sums: Self::Ints,
+            scale: f32,
+        ) -> Self::Chains {
+            chains[0] = self.scale_add(chains[0], sums, scale);
+            chains
+        }
 
         #[inline(always)]
         unsafe fn load_pair_levels(self, p: *const u8) -> Self::PairLevels {
@@ -375,7 +473,7 @@ mod x86 {
     /// Token: AVX2, FMA, F16C and AVX-VNNI.
     #[derive(Clone, Copy)]
     pub(crate) struct AvxVnni(());
-    /// Token: AVX2, FMA, F16C and AVX-512 F/VL/VNNI.
+    /// Token: AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI.
     #[derive(Clone, Copy)]
     pub(crate) struct Avx512Vnni(());
 
@@ -404,7 +502,10 @@ mod x86 {
     }
     token!(Avx2, "avx2,fma,f16c");
     token!(AvxVnni, "avx2,fma,f16c,avxvnni");
-    token!(Avx512Vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
+    token!(
+        Avx512Vnni,
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+    );
 
     // The intrinsics need `unsafe` only because these methods are not `#[target_feature]`
     // functions themselves; they are always inlined into one that is (see `dispatch_int!`),
@@ -545,10 +646,25 @@ mod x86 {
         }
     }
 
-    /// A `Q4_K` pair of sub-blocks is one 512-bit vector, two chains per register (low half
-    /// chain `2·(pair % 2)`, high half the next): half the instructions of two 256-bit steps,
-    /// and every lane does the same arithmetic in the same order, so the results are the
-    /// 256-bit levels' bit for bit.
+    /// Adds the sums of sub-blocks (or blocks) `2·pair` and `2·pair + 1`, the low and the high
+    /// half of `sums`, scaled by those lanes of `scales`, to their chains in `chains[pair % 2]`.
+    #[inline(always)]
+    fn add_pair(chains: &mut [__m512; 2], sums: __m512i, scales: __m256, pair: usize) {
+        unsafe {
+            let lanes = _mm512_inserti64x4::<1>(
+                _mm512_set1_epi32(2 * pair as i32),
+                _mm256_set1_epi32(2 * pair as i32 + 1),
+            );
+            let scale = _mm512_permutexvar_ps(lanes, _mm512_castps256_ps512(scales));
+            let chain = &mut chains[pair % 2];
+            *chain = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, *chain);
+        }
+    }
+
+    /// A pair of `Q4_K` sub-blocks, or of `Q8_0`/`Q4_0` blocks, is one 512-bit vector, two
+    /// chains per register (low half chain `2·(pair % 2)`, high half the next): half the
+    /// instructions of two 256-bit steps, and every lane does the same arithmetic in the same
+    /// order, so the results are the 256-bit levels' bit for bit.
     impl IntDot for Avx512Vnni {
         common_x86!();
         #[inline(always)]
@@ -585,21 +701,78 @@ mod x86 {
             pair: usize,
         ) -> [__m512; 2] {
             // SAFETY: caller guarantees 64 readable bytes at `a`.
+            let activations = unsafe { _mm512_loadu_si512(a.cast()) };
+            let sums = unsafe { _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels, activations) };
+            add_pair(&mut chains, sums, scales, pair);
+            chains
+        }
+        /// `(levels, negative)`: `Q8_0` levels as magnitudes, their signs moved to the
+        /// activations by a masked negation (AVX-512 has no `vpsignb`); `Q4_0` nibbles as they are.
+        type BlockPair = (__m512i, __mmask64);
+
+        #[inline(always)]
+        unsafe fn load_block_pair<const SIGNED: bool>(
+            self,
+            first: *const u8,
+            second: *const u8,
+        ) -> (__m512i, __mmask64) {
+            // SAFETY: forwarded.
             unsafe {
-                let sums = _mm512_dpbusd_epi32(
-                    _mm512_setzero_si512(),
-                    levels,
-                    _mm512_loadu_si512(a.cast()),
-                );
-                let lanes = _mm512_inserti64x4::<1>(
-                    _mm512_set1_epi32(2 * pair as i32),
-                    _mm256_set1_epi32(2 * pair as i32 + 1),
-                );
-                let scale = _mm512_permutexvar_ps(lanes, _mm512_castps256_ps512(scales));
-                let chain = &mut chains[pair % 2];
-                *chain = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, *chain);
+                if SIGNED {
+                    let both = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(self.load(first)),
+                        self.load(second),
+                    );
+                    (_mm512_abs_epi8(both), _mm512_movepi8_mask(both))
+                } else {
+                    let both = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(self.load_nibbles(first)),
+                        self.load_nibbles(second),
+                    );
+                    (both, 0)
+                }
+            }
+        }
+        #[inline(always)]
+        unsafe fn block_pair_step<const SIGNED: bool>(
+            self,
+            mut chains: [__m512; 2],
+            (levels, negative): (__m512i, __mmask64),
+            a: *const u8,
+            scales: __m256,
+            pair: usize,
+        ) -> [__m512; 2] {
+            // SAFETY: caller guarantees 64 readable bytes at `a`.
+            unsafe {
+                let mut activations = _mm512_loadu_si512(a.cast());
+                if SIGNED {
+                    // |-128| reads back as 128 unsigned; activations are within ±127.
+                    activations = _mm512_mask_sub_epi8(
+                        activations,
+                        negative,
+                        _mm512_setzero_si512(),
+                        activations,
+                    );
+                }
+                let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels, activations);
+                add_pair(&mut chains, sums, scales, pair);
             }
             chains
+        }
+        #[inline(always)]
+        fn first_chain_scale_add(
+            self,
+            [even, odd]: [__m512; 2],
+            sums: __m256i,
+            scale: f32,
+        ) -> [__m512; 2] {
+            unsafe {
+                let low = self.scale_add(_mm512_castps512_ps256(even), sums, scale);
+                [
+                    _mm512_mask_mov_ps(even, 0x00ff, _mm512_castps256_ps512(low)),
+                    odd,
+                ]
+            }
         }
         #[inline(always)]
         fn sum_chains(self, [even, odd]: [__m512; 2]) -> __m256 {

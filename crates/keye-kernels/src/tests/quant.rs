@@ -340,6 +340,8 @@ fn quantized_linear_matches_reference_for_every_level_and_shape() {
         (1, 96, 6),
         (2, 160, 5),
         (4, 160, 9),
+        // 13 blocks: a whole group of 8, a group of 4 and one block left over.
+        (3, 416, 7),
     ];
     let kernels = SimdLevel::supported()
         .into_iter()
@@ -502,9 +504,16 @@ fn vector_levels_agree_bit_for_bit() {
         .into_iter()
         .filter(|&level| level != IntLevel::Scalar)
         .collect();
-    let (k, n) = (768, 19);
+    let n = 19;
     let mut rng = rng(23);
-    for ty in QuantType::ALL {
+    // 24 blocks of 32 (three groups of 8) and 13 (a group of 8, one of 4, one block after).
+    for (ty, k) in QuantType::ALL
+        .into_iter()
+        .flat_map(|ty| [(ty, 768usize), (ty, 416)])
+    {
+        if !k.is_multiple_of(ty.block_values()) {
+            continue;
+        }
         let w = ours(ty, &random_rows(24, n * k));
         for m in [1, 3, 4, 7, crate::STREAMING_MAX_ROWS] {
             let x = uniform(&mut rng, m * k, -1.0, 1.0);
@@ -517,7 +526,7 @@ fn vector_levels_agree_bit_for_bit() {
                 })
                 .collect();
             for (level, out) in vector_levels.iter().zip(&outputs).skip(1) {
-                assert_bits_equal(out, &outputs[0], &format!("{ty} {level:?} m={m}"));
+                assert_bits_equal(out, &outputs[0], &format!("{ty} {level:?} k={k} m={m}"));
             }
         }
     }
@@ -583,8 +592,12 @@ fn q4_k_avx2_fit_writes_the_portable_fits_bytes() {
         values.extend(uniform(&mut rng, 256, -1.0, 1.0).iter().map(|v| v * scale));
         values.extend(uniform(&mut rng, 256, 0.0, 1.0).iter().map(|v| v * scale));
     }
-    let two_valued: Vec<f32> = (0..256).map(|i| if i % 3 == 0 { 0.25 } else { -3.0 }).collect();
-    let zeros: Vec<f32> = (0..256).map(|i| if i % 2 == 0 { 0.0 } else { -0.0 }).collect();
+    let two_valued: Vec<f32> = (0..256)
+        .map(|i| if i % 3 == 0 { 0.25 } else { -3.0 })
+        .collect();
+    let zeros: Vec<f32> = (0..256)
+        .map(|i| if i % 2 == 0 { 0.0 } else { -0.0 })
+        .collect();
     values.extend(two_valued.iter().chain(&zeros).chain(&[7.5; 256]));
     for (b, block) in values.chunks_exact(256).enumerate() {
         let (mut ours, mut portable) = ([0u8; 144], [0u8; 144]);
