@@ -119,6 +119,10 @@ pub(crate) use dispatch_int;
 /// has the instructions; methods taking pointers are `unsafe` and read 32 bytes (16 for
 /// [`IntDot::load_nibbles`]).
 pub(crate) trait IntDot: Copy {
+    /// Activation rows the GEMV dots with each weight row at once: as many as keep their
+    /// accumulator chains in registers.
+    const ROW_TILE: usize = 4;
+
     /// 32 bytes.
     type Bytes: Copy;
     /// 8 × i32.
@@ -666,6 +670,9 @@ mod x86 {
     /// instructions of two 256-bit steps, and every lane does the same arithmetic in the same
     /// order, so the results are the 256-bit levels' bit for bit.
     impl IntDot for Avx512Vnni {
+        /// 32 registers: 8 rows × 2 chain registers (8 rows took a third less time than two
+        /// tiles of 4 for `Q4_0`, 5–10 % less for `Q8_0` and `Q4_K`).
+        const ROW_TILE: usize = 8;
         common_x86!();
         #[inline(always)]
         fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {

@@ -23,8 +23,8 @@ use crate::simd::SimdLevel;
 
 /// Values per activation block: one integer dot product, and one `Q4_K` sub-block.
 pub(super) const ACTIVATION_BLOCK: usize = 32;
-/// Activation rows dotted per pass over a weight row (accumulators stay in registers).
-const ROW_TILE: usize = 4;
+/// Most activation rows dotted per pass over a weight row ([`IntDot::ROW_TILE`] per level).
+const MAX_ROW_TILE: usize = 8;
 
 /// Shapes validated by `linear_at`: `x` `[m, k]`, `w` `n` rows of `k` values in `ty` blocks,
 /// `out` `[m, n]`, all positive.
@@ -246,7 +246,7 @@ struct Operands<'a> {
 /// Weight rows are streamed one after another, so each task reads one contiguous range of
 /// memory: interleaving several rows (a separate stream each, crossing a 4 KiB page every row)
 /// measured a third slower here, the hardware prefetchers restarting at every page. Each weight
-/// row is dotted with up to [`ROW_TILE`] activation rows at once, every sum in the same
+/// row is dotted with up to [`IntDot::ROW_TILE`] activation rows at once, every sum in the same
 /// [`CHAINS`] chains whatever the tile, so a row's result never depends on the rows beside it
 /// (speculative decoding's verification relies on it).
 ///
@@ -264,11 +264,15 @@ unsafe fn gemv_rows<D: IntDot>(
         let bias = o.bias.map_or(0.0, |b| b[j]);
         let mut first = 0;
         while first < o.m {
-            let tile = (o.m - first).min(ROW_TILE);
+            let tile = (o.m - first).min(D::ROW_TILE);
             // SAFETY: the tile's activation rows and the weight row are inside the operands.
             let dots = unsafe {
                 match tile {
-                    ROW_TILE => dots_for::<D, ROW_TILE>(d, ty, o, j, first),
+                    8 => dots_for::<D, 8>(d, ty, o, j, first),
+                    7 => dots_for::<D, 7>(d, ty, o, j, first),
+                    6 => dots_for::<D, 6>(d, ty, o, j, first),
+                    5 => dots_for::<D, 5>(d, ty, o, j, first),
+                    4 => dots_for::<D, 4>(d, ty, o, j, first),
                     3 => dots_for::<D, 3>(d, ty, o, j, first),
                     2 => dots_for::<D, 2>(d, ty, o, j, first),
                     _ => dots_for::<D, 1>(d, ty, o, j, first),
@@ -283,7 +287,7 @@ unsafe fn gemv_rows<D: IntDot>(
     }
 }
 
-type Dots = [f32; ROW_TILE];
+type Dots = [f32; MAX_ROW_TILE];
 
 /// `dots[t] = w[j] · x[first + t]` for `T` activation rows, each summed in [`CHAINS`]
 /// independent accumulator chains (one pair alone would otherwise wait on one chain of FMAs).
@@ -402,7 +406,7 @@ unsafe fn block_dots<D: IntDot, const T: usize, const SIGNED: bool>(
             }
         }
     }
-    let mut dots = [0.0; ROW_TILE];
+    let mut dots = [0.0; MAX_ROW_TILE];
     for t in 0..T {
         let offset: f32 = offsets[t].iter().sum();
         dots[t] = d.reduce(d.sum_chains(acc[t])) - 8.0 * offset;
@@ -508,7 +512,6 @@ unsafe fn q4k_dots<D: IntDot, const T: usize>(d: D, row: &[u8], a: &Tile) -> Dot
     unsafe {
         for s in 0..a.k / QuantType::Q4K.block_values() {
             let first_block = s * SUB_BLOCKS;
-            let mut scales = [d.zero(); T];
             let block = &row[s * block_bytes..(s + 1) * block_bytes];
             prefetch_ahead(block.as_ptr(), block_bytes);
             let (sub_scales, sub_mins) = formats::scales_mins_k4(&block[4..16]);
@@ -516,23 +519,24 @@ unsafe fn q4k_dots<D: IntDot, const T: usize>(d: D, row: &[u8], a: &Tile) -> Dot
             let super_min = d.splat(d.read_f16(block.as_ptr().add(2)));
             let sub_scales = d.mul(d.widen_bytes(sub_scales), super_scale);
             let sub_mins = d.mul(d.widen_bytes(sub_mins), super_min);
+            let mut levels = [d.load_pair_levels(block.as_ptr().add(16)); SUB_BLOCKS / 2];
+            for (pair, levels) in levels.iter_mut().enumerate().skip(1) {
+                *levels = d.load_pair_levels(block.as_ptr().add(16 + 32 * pair));
+            }
+            // Row by row, so only one row's scales are live at a time.
             for t in 0..T {
                 let at = t * a.blocks + first_block;
-                scales[t] = d.mul(sub_scales, d.load_floats(a.scales.add(at)));
+                let scales = d.mul(sub_scales, d.load_floats(a.scales.add(at)));
                 mins[t] = d.mul_add(sub_mins, d.load_floats(a.scaled_sums.add(at)), mins[t]);
-            }
-            for pair in 0..SUB_BLOCKS / 2 {
-                let levels = d.load_pair_levels(block.as_ptr().add(16 + 32 * pair));
-                for t in 0..T {
-                    let quants = a
-                        .quants
-                        .add(t * a.k + (first_block + 2 * pair) * ACTIVATION_BLOCK);
-                    acc[t] = d.pair_step(acc[t], levels, quants, scales[t], pair);
+                let quants = a.quants.add(t * a.k + first_block * ACTIVATION_BLOCK);
+                for (pair, &levels) in levels.iter().enumerate() {
+                    let quants = quants.add(2 * pair * ACTIVATION_BLOCK);
+                    acc[t] = d.pair_step(acc[t], levels, quants, scales, pair);
                 }
             }
         }
     }
-    let mut dots = [0.0; ROW_TILE];
+    let mut dots = [0.0; MAX_ROW_TILE];
     for t in 0..T {
         dots[t] = d.reduce(d.sum_chains(acc[t])) - d.reduce(mins[t]);
     }
