@@ -279,7 +279,7 @@ pub fn encode_tensor(tensor: &StoredTensor, target: StoredDtype) -> Result<Cow<'
     }
     match target {
         StoredDtype::Bf16 => {
-            let mut out = vec![0u8; values * 2];
+            let mut out = weight_buffer(values * 2);
             out.par_chunks_mut(QUANTIZE_TASK_VALUES * 2)
                 .zip(bytes.par_chunks(QUANTIZE_TASK_VALUES * element_bytes(source)))
                 .for_each(|(out, src)| {

@@ -749,19 +749,21 @@ mod x86 {
             scales: __m256,
             pair: usize,
         ) -> [__m512; 2] {
+            if !SIGNED {
+                // SAFETY: forwarded.
+                return unsafe { self.pair_step(chains, levels, a, scales, pair) };
+            }
             // SAFETY: caller guarantees 64 readable bytes at `a`.
             unsafe {
-                let mut activations = _mm512_loadu_si512(a.cast());
-                if SIGNED {
-                    // |-128| reads back as 128 unsigned; activations are within ±127.
-                    activations = _mm512_mask_sub_epi8(
-                        activations,
-                        negative,
-                        _mm512_setzero_si512(),
-                        activations,
-                    );
-                }
-                let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels, activations);
+                // |-128| reads back as 128 unsigned; activations are within ±127.
+                let activations = _mm512_loadu_si512(a.cast());
+                let signed = _mm512_mask_sub_epi8(
+                    activations,
+                    negative,
+                    _mm512_setzero_si512(),
+                    activations,
+                );
+                let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels, signed);
                 add_pair(&mut chains, sums, scales, pair);
             }
             chains
