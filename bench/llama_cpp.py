@@ -304,7 +304,7 @@ def keye_bench(keye: Path, checkpoint: Path, fmt: str, args, vision: str | None,
         cmd += ["--config", args.config]
     if fmt != "bf16":
         cmd += ["--quant", fmt]
-    cmd += ["--matmul-precision", args.matmul_precision]
+    cmd += ["--matmul-precision", args.matmul_precision, "--kv-cache", args.kv_cache]
     if vision is None:
         cmd.append("--skip-vision")
     elif vision != "stored":
@@ -319,7 +319,8 @@ def keye_bench(keye: Path, checkpoint: Path, fmt: str, args, vision: str | None,
     return {
         "prefill": number(r"prefill \d+ tokens: .* = ([\d.]+) tokens/s"),
         "decode": number(r"decode at \d+ context: ([\d.]+) tokens/s"),
-        "bandwidth": number(r"memory read bandwidth: ([\d.]+) GB/s"),
+        # Read between the decoded tokens, so each run's roofline is of its own seconds.
+        "bandwidth": number(r"bandwidth while decoding: ([\d.]+) GB/s"),
         "weights_gb": number(r"decode vs bandwidth roofline: ([\d.]+) GB weights/token"),
         "vision_1280": number(r"vision encode, 1280-token image[^:]*: ([\d.]+) s"),
     }
@@ -465,6 +466,9 @@ def main() -> None:
     parser.add_argument("--prefill", default="512", help="prefill prompt length")
     parser.add_argument("--context", default="1024", help="context at which decode is measured")
     parser.add_argument("--decode-tokens", default="16")
+    parser.add_argument("--kv-cache", default="bf16",
+                        help="keye's KV cache (f32, bf16 or q8); bf16 reads as many bytes as "
+                             "llama.cpp's default f16 cache")
     parser.add_argument("--keye", help="keye binary (default: cargo build --release)")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                         help="keye bench's random checkpoint folder (written if absent)")
@@ -548,10 +552,13 @@ def best(runs: list, key: str) -> float | None:
 def report(rows, first, vision_times, vision, args) -> None:
     bandwidths = [r["bandwidth"] for _, k, _, _ in rows for r in k if r.get("bandwidth")]
     bandwidth = statistics.median(bandwidths) if bandwidths else first["bandwidth"]
-    print(f"\nmemory read bandwidth (keye bench, median of runs): {bandwidth:.1f} GB/s")
-    print(f"keye --matmul-precision {args.matmul_precision} (bf16 weights only)")
+    print(f"\nmemory read bandwidth while keye decoded (median of runs): {bandwidth:.1f} GB/s")
+    print(f"keye --matmul-precision {args.matmul_precision} (bf16 weights only), "
+          f"--kv-cache {args.kv_cache}")
     print(f"decode at {args.context} context, prefill of {args.prefill} tokens; tokens/s, "
-          "best of the rounds; roofline = bandwidth / weight bytes per token\n")
+          "best of the rounds; roofline = bandwidth / weight bytes per token; keye's % is the "
+          "mean over its runs, each against the bandwidth read between its own tokens; "
+          "llama.cpp's is against the median\n")
     header = ("| format | keye decode | llama.cpp decode | ratio | keye % roofline | "
               "llama.cpp % roofline | keye prefill | llama.cpp prefill | ratio |")
     print(header)
@@ -560,8 +567,9 @@ def report(rows, first, vision_times, vision, args) -> None:
     for fmt, keye_runs, llama_runs, llama_bytes in rows:
         kd, kp = best(keye_runs, "decode"), best(keye_runs, "prefill")
         ld, lp = best(llama_runs, "decode"), best(llama_runs, "prefill")
-        keye_gb = best(keye_runs, "weights_gb")
-        keye_roof = 100 * kd / (bandwidth / keye_gb) if kd and keye_gb else None
+        keye_roofs = [100 * r["decode"] * r["weights_gb"] / r["bandwidth"] for r in keye_runs
+                      if r.get("decode") and r.get("weights_gb") and r.get("bandwidth")]
+        keye_roof = statistics.mean(keye_roofs) if keye_roofs else None
         llama_roof = 100 * ld / (bandwidth * 1e9 / llama_bytes) if ld else None
         print(f"| {fmt} | {fmt_num(kd)} | {fmt_num(ld)} | {fmt_num(kd / ld if kd and ld else None)} "
               f"| {fmt_num(keye_roof, '.0f')} | {fmt_num(llama_roof, '.0f')} | {fmt_num(kp)} "

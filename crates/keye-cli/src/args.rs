@@ -31,8 +31,9 @@ pub struct ModelArgs {
     pub max_context: Option<usize>,
     #[command(flatten)]
     pub quant: QuantArgs,
-    /// KV cache storage: f32 (exact) or q8 (8-bit rows with a scale each: about a quarter of the
-    /// memory, so long contexts fit, at a small attention error).
+    /// KV cache storage: f32 (exact), bf16 (values rounded to bf16 as in PyTorch's bf16
+    /// inference: half the memory and half the reads of long-context decoding) or q8 (8-bit rows
+    /// with a scale each: about a quarter of the memory, at a small attention error).
     #[arg(long, default_value = "f32", value_name = "FORMAT")]
     pub kv_cache: KvCacheFormat,
 }

@@ -47,7 +47,7 @@ pub struct BenchArgs {
     /// Weight formats to measure; the load time then includes quantizing.
     #[command(flatten)]
     pub quant: QuantArgs,
-    /// KV cache storage for the decode and long-context measurements: f32 or q8.
+    /// KV cache storage for the decode and long-context measurements: f32, bf16 or q8.
     #[arg(long, default_value = "f32", value_name = "FORMAT")]
     pub kv_cache: KvCacheFormat,
 }
@@ -69,8 +69,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     ensure_random_checkpoint(&dir, &config_text, &config)?;
 
-    let (one_stream, four_streams) = measure_read_bandwidth();
-    let bandwidth = one_stream.max(four_streams);
+    let probe = BandwidthProbe::new();
+    let (one_stream, four_streams) = probe.best_of_three();
     println!(
         "threads: {}, KV cache: {}",
         rayon::current_num_threads(),
@@ -78,7 +78,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     println!(
         "memory read bandwidth: {:.1} GB/s (best of 3, 1 GiB buffer; one stream per thread {:.1}, four {:.1})",
-        bandwidth / 1e9,
+        one_stream.max(four_streams) / 1e9,
         one_stream / 1e9,
         four_streams / 1e9
     );
@@ -151,17 +151,36 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // Decode reads the whole context whatever its keys hold, so the rows up to the decode depth
     // count as filled instead of costing another prefill.
     cache.assume_filled(args.decode_context)?;
+    // The machine's bandwidth drifts from second to second, so the roofline is read in the
+    // same seconds as the tokens: a probe pass of each kind after every token, and the mean of
+    // each kind (as the tokens' mean), not a best pass, which would flatter the roofline.
     let mut decode_time = Duration::ZERO;
+    let mut probe_time = [Duration::ZERO; 2];
     for _ in 0..args.decode_tokens {
         decode_time += feed(&[next_id()], &mut cache)?;
+        for (streams, time) in [Streams::One, Streams::Four]
+            .into_iter()
+            .zip(&mut probe_time)
+        {
+            *time += probe.pass(streams);
+        }
     }
     let tokens_per_s = args.decode_tokens as f64 / decode_time.as_secs_f64();
+    let [one_stream, four_streams] =
+        probe_time.map(|time| args.decode_tokens as f64 * probe.bytes() / time.as_secs_f64());
+    let bandwidth = one_stream.max(four_streams);
     let bytes = text.streamed_weight_bytes() as f64;
     let roofline = bandwidth / bytes;
     println!(
         "decode at {} context: {tokens_per_s:.2} tokens/s ({:.1} ms/token)",
         args.decode_context,
         1e3 / tokens_per_s
+    );
+    println!(
+        "bandwidth while decoding: {:.1} GB/s (mean of probe passes between the tokens; one stream per thread {:.1}, four {:.1})",
+        bandwidth / 1e9,
+        one_stream / 1e9,
+        four_streams / 1e9
     );
     println!(
         "decode vs bandwidth roofline: {:.2} GB weights/token ÷ {:.1} GB/s = {roofline:.2} tokens/s; keye reaches {:.0} %",
@@ -349,43 +368,73 @@ fn xorshift(mut x: u64) -> u64 {
     x
 }
 
-/// Best of three multi-threaded passes over a 1 GiB buffer, each task reading its chunk as one
-/// stream and, in other passes, as four side by side (as the decode products read four weight
-/// rows at once): on 2 Zen 5 cores four streams read 5–15 % more, so the roofline would
-/// flatter decode if it were measured with one stream only. Returns both, in bytes per second.
-fn measure_read_bandwidth() -> (f64, f64) {
+/// How a probe pass's tasks read their chunks.
+#[derive(Clone, Copy)]
+enum Streams {
+    /// Front to back.
+    One,
+    /// As four quarters side by side, as the decode products read four weight rows at once: on
+    /// 2 Zen 5 cores that reads 5–15 % more, so a roofline of one stream only would flatter
+    /// decode.
+    Four,
+}
+
+/// Multi-threaded reads of a 1 GiB buffer: the memory read bandwidth that bounds decoding.
+struct BandwidthProbe {
+    buffer: Vec<u64>,
+}
+
+impl BandwidthProbe {
+    /// Words per rayon task.
     const CHUNK: usize = 1 << 16;
-    let words = (1usize << 30) / 8;
-    let buffer: Vec<u64> = (0..words as u64)
-        .into_par_iter()
-        .map(|i| i.wrapping_mul(0x9e37))
-        .collect();
-    let one_stream = |c: &[u64]| c.iter().fold(0u64, |a, &b| a.wrapping_add(b));
-    let four_streams = |c: &[u64]| {
-        let quarter = c.len() / 4;
-        let mut sums = [0u64; 4];
-        for i in 0..quarter {
-            for (s, sum) in sums.iter_mut().enumerate() {
-                *sum = sum.wrapping_add(c[s * quarter + i]);
-            }
+
+    fn new() -> Self {
+        let words = (1u64 << 30) / 8;
+        Self {
+            buffer: (0..words)
+                .into_par_iter()
+                .map(|i| i.wrapping_mul(0x9e37))
+                .collect(),
         }
-        sums.iter().fold(0u64, |a, &b| a.wrapping_add(b))
-    };
-    let best = |sum_chunk: &(dyn Fn(&[u64]) -> u64 + Sync)| {
-        let mut best = 0f64;
-        for _ in 0..3 {
-            let start = Instant::now();
-            let sum: u64 = buffer
-                .par_chunks(CHUNK)
-                .map(sum_chunk)
-                .reduce(|| 0, u64::wrapping_add);
-            let secs = start.elapsed().as_secs_f64();
-            std::hint::black_box(sum);
-            best = best.max((words * 8) as f64 / secs);
-        }
-        best
-    };
-    (best(&one_stream), best(&four_streams))
+    }
+
+    /// Bytes one pass reads.
+    fn bytes(&self) -> f64 {
+        (self.buffer.len() * 8) as f64
+    }
+
+    /// The time of one pass over the buffer on every thread.
+    fn pass(&self, streams: Streams) -> Duration {
+        let start = Instant::now();
+        let sum: u64 = self
+            .buffer
+            .par_chunks(Self::CHUNK)
+            .map(|chunk| match streams {
+                Streams::One => chunk.iter().fold(0u64, |a, &b| a.wrapping_add(b)),
+                Streams::Four => {
+                    let quarter = chunk.len() / 4;
+                    let mut sums = [0u64; 4];
+                    for i in 0..quarter {
+                        for (s, sum) in sums.iter_mut().enumerate() {
+                            *sum = sum.wrapping_add(chunk[s * quarter + i]);
+                        }
+                    }
+                    sums.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                }
+            })
+            .reduce(|| 0, u64::wrapping_add);
+        std::hint::black_box(sum);
+        start.elapsed()
+    }
+
+    /// The best of three passes of each kind, one stream and four, in bytes per second.
+    fn best_of_three(&self) -> (f64, f64) {
+        let best = |streams| {
+            let fastest = (0..3).map(|_| self.pass(streams)).min().unwrap_or_default();
+            self.bytes() / fastest.as_secs_f64()
+        };
+        (best(Streams::One), best(Streams::Four))
+    }
 }
 
 fn peak_rss_bytes() -> Result<u64> {

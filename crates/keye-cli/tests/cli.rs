@@ -647,23 +647,25 @@ fn quantize_writes_a_gguf_file_that_answers_like_quantizing_at_load() {
 }
 
 #[test]
-fn eight_bit_kv_cache_is_a_flag() {
+fn compact_kv_caches_are_a_flag() {
     let model = tiny_model();
     let image = case("image_224x168").join("inputs/img_224x168.png");
-    let mut args = vec![
-        "run",
-        "--model",
-        model.to_str().unwrap(),
-        "--kv-cache",
-        "q8",
-        "--image",
-        image.to_str().unwrap(),
-    ];
-    args.extend(GREEDY);
-    args.extend(["--output", "json", "Describe this image in detail."]);
-    let out = keye(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(json_ids(&out).len(), 16);
+    for format in ["bf16", "q8"] {
+        let mut args = vec![
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--kv-cache",
+            format,
+            "--image",
+            image.to_str().unwrap(),
+        ];
+        args.extend(GREEDY);
+        args.extend(["--output", "json", "Describe this image in detail."]);
+        let out = keye(&args);
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+        assert_eq!(json_ids(&out).len(), 16, "{format}");
+    }
 }
 
 #[test]

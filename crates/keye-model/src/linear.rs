@@ -10,10 +10,11 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::bf16;
 use keye_kernels::{QuantType, Weights};
 use memmap2::Mmap;
+use rayon::prelude::*;
 
 use crate::checkpoint::StoredTensor;
 use crate::error::{Error, Result};
-use crate::format::{MatmulPrecision, StoredDtype, encode_tensor, widen};
+use crate::format::{MatmulPrecision, StoredDtype, encode_tensor, weight_buffer, widen};
 
 enum MatrixData {
     MappedBf16(Arc<Mmap>, Range<usize>),
@@ -58,13 +59,19 @@ impl MatrixWeight {
                 MatrixData::MappedQuantized(q, map, range)
             }
             (StoredDtype::Quantized(q), Cow::Owned(bytes)) => MatrixData::Quantized(q, bytes),
-            // Misaligned data or a conversion: one owned copy at load.
-            (StoredDtype::Bf16, bytes) => MatrixData::Bf16(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| bf16::from_le_bytes([c[0], c[1]]))
-                    .collect(),
-            ),
+            // Misaligned data or a conversion: owned, in huge pages like quantized weights.
+            (StoredDtype::Bf16, bytes) => {
+                let mut values = weight_buffer::<bf16>(bytes.len() / 2);
+                values
+                    .par_chunks_mut(1 << 20)
+                    .zip(bytes.par_chunks(2 << 20))
+                    .for_each(|(values, bytes)| {
+                        for (v, c) in values.iter_mut().zip(bytes.chunks_exact(2)) {
+                            *v = bf16::from_le_bytes([c[0], c[1]]);
+                        }
+                    });
+                MatrixData::Bf16(values)
+            }
             (StoredDtype::F32 | StoredDtype::F16, bytes) => {
                 MatrixData::F32(widen(target, &bytes).collect())
             }

@@ -2,7 +2,7 @@
 //! RMSNorm, grouped-query attention, multimodal RoPE and a SiLU-gated MLP.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Shape, Tensor};
-use keye_kernels::Q8Rows;
+use keye_kernels::CompactRows;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::KeyeConfig;
@@ -317,8 +317,8 @@ impl TextModel {
                             &values[layer_index],
                             &CachedAttention(shape),
                         )?,
-                        CacheLayers::Q8 { keys, values } => {
-                            q.apply_op1_no_bwd(&Q8CachedAttention {
+                        CacheLayers::Compact { keys, values } => {
+                            q.apply_op1_no_bwd(&CompactCachedAttention {
                                 shape,
                                 keys: keys[layer_index].rows(),
                                 values: values[layer_index].rows(),
@@ -424,23 +424,23 @@ impl CustomOp3 for CachedAttention {
     }
 }
 
-/// Causal attention of a chunk's new queries against its sequence's 8-bit cache.
-struct Q8CachedAttention<'a> {
+/// Causal attention of a chunk's new queries against its sequence's bf16 or 8-bit cache.
+struct CompactCachedAttention<'a> {
     shape: AttentionShape,
-    keys: Q8Rows<'a>,
-    values: Q8Rows<'a>,
+    keys: CompactRows<'a>,
+    values: CompactRows<'a>,
 }
 
-impl CustomOp1 for Q8CachedAttention<'_> {
+impl CustomOp1 for CompactCachedAttention<'_> {
     fn name(&self) -> &'static str {
-        "keye-cached-attention-q8"
+        "keye-cached-attention-compact"
     }
 
     fn cpu_fwd(&self, q: &CpuStorage, lq: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let s = self.shape;
         let q = contiguous_f32(q, lq)?;
         let mut out = vec![0f32; q.len()];
-        keye_kernels::attention_causal_q8(
+        keye_kernels::attention_causal_compact(
             q,
             s.n_new,
             s.q_heads,

@@ -17,6 +17,9 @@ const LOGIT_ATOL: f32 = 1e-3;
 /// layers that moves the first token's logits by well under 1 % of their largest magnitude.
 /// A cache row written or read at the wrong place moves them by tens of percent.
 const Q8_CACHE_LOGIT_RTOL_OF_MAX: f32 = 0.02;
+/// The bf16 KV cache rounds every cached value to 2⁻⁹ of itself, a quarter of the 8-bit
+/// cache's worst rounding or less; the bound keeps the same ratio to it.
+const BF16_CACHE_LOGIT_RTOL_OF_MAX: f32 = 0.005;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -236,13 +239,20 @@ fn check_case(model: &KeyeModel, model_name: &str, case_name: &str) {
         &logits,
         &case.f32s("logits_last").0,
     );
-    check_q8_cache_prefill(
-        model,
-        name,
-        &embeds,
-        &positions.ids,
-        &case.f32s("logits_last").0,
-    );
+    for (format, tolerance) in [
+        (KvCacheFormat::Bf16, BF16_CACHE_LOGIT_RTOL_OF_MAX),
+        (KvCacheFormat::Q8, Q8_CACHE_LOGIT_RTOL_OF_MAX),
+    ] {
+        check_compact_cache_prefill(
+            model,
+            name,
+            format,
+            tolerance,
+            &embeds,
+            &positions.ids,
+            &case.f32s("logits_last").0,
+        );
+    }
 
     // Teacher forcing the reference's greedy ids; our own argmax must pick the same ids.
     for (step, &token) in generated.iter().enumerate() {
@@ -270,15 +280,18 @@ fn check_case(model: &KeyeModel, model_name: &str, case_name: &str) {
     }
 }
 
-/// The prompt's last logits with an 8-bit KV cache stay within its rounding of the reference.
-fn check_q8_cache_prefill(
+/// The prompt's last logits with a compact KV cache stay within its rounding of the reference
+/// (`tolerance` of the largest logit).
+fn check_compact_cache_prefill(
     model: &KeyeModel,
     name: &str,
+    format: KvCacheFormat,
+    tolerance: f32,
     embeds: &Tensor,
     positions: &[[i64; 3]],
     reference: &[f32],
 ) {
-    let mut cache = model.new_cache(positions.len(), KvCacheFormat::Q8).unwrap();
+    let mut cache = model.new_cache(positions.len(), format).unwrap();
     let logits = model
         .forward(
             embeds,
@@ -294,11 +307,10 @@ fn check_q8_cache_prefill(
         .unwrap();
     let scale = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
     let diff = max_abs_diff(&logits, reference);
-    eprintln!("{name} q8 KV cache: max |Δ logit| = {diff:.3e} of max |logit| {scale:.3e}");
+    eprintln!("{name} {format} KV cache: max |Δ logit| = {diff:.3e} of max |logit| {scale:.3e}");
     assert!(
-        diff <= Q8_CACHE_LOGIT_RTOL_OF_MAX * scale,
-        "{name} logits_last with the q8 KV cache: max |Δ| = {diff} > {} of {scale}",
-        Q8_CACHE_LOGIT_RTOL_OF_MAX
+        diff <= tolerance * scale,
+        "{name} logits_last with the {format} KV cache: max |Δ| = {diff} > {tolerance} of {scale}"
     );
 }
 

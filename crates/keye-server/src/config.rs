@@ -137,8 +137,9 @@ pub struct ServeArgs {
     /// 3× faster on CPUs with AVX-512 BF16).
     #[arg(long, default_value = "f32", value_name = "PRECISION")]
     pub matmul_precision: keye::MatmulPrecision,
-    /// KV cache storage: f32 (exact) or q8 (about a quarter of the memory, so --max-kv-tokens
-    /// defaults to four times as many tokens, at a small attention error).
+    /// KV cache storage: f32 (exact), bf16 (values rounded to bf16: half the memory, so
+    /// --max-kv-tokens defaults to twice as many tokens) or q8 (about a quarter of the memory and
+    /// four times the tokens, at a small attention error).
     #[arg(long, default_value = "f32", value_name = "FORMAT")]
     pub kv_cache: KvCacheFormat,
 

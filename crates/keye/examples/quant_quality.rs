@@ -95,6 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             exact,
             KvCacheFormat::F32,
         ),
+        (WeightFormat::Stored, exact, KvCacheFormat::Bf16),
         (WeightFormat::Stored, exact, KvCacheFormat::Q8),
     ];
     println!(

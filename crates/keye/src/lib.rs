@@ -590,7 +590,7 @@ fn ensure_memory_for_cache(bytes_per_token: usize, tokens: usize) -> Result<()> 
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         return Err(Error::InvalidRequest(format!(
             "the KV cache for {tokens} tokens needs {:.1} GiB but only {:.1} GiB of memory is available; \
-             lower --max-context or max_new_tokens, use --kv-cache q8, or shorten the prompt",
+             lower --max-context or max_new_tokens, use --kv-cache bf16 or q8, or shorten the prompt",
             gib(needed),
             gib(available)
         )));

@@ -3,7 +3,7 @@
 mod activation;
 mod attention;
 mod bf16_products;
-mod kv_q8;
+mod kv_compact;
 mod linear;
 mod math;
 mod norm;

@@ -1,12 +1,16 @@
-//! An 8-bit KV cache: each cached row of `head_dim` values is stored as i8 levels with one f32
-//! scale (`absmax / 127`), a quarter of the f32 cache's memory and reads, and causal attention
-//! that reads it directly.
+//! KV caches stored narrower than f32, and causal attention that reads them directly:
 //!
-//! Layout: levels `[kv_heads, capacity, head_dim]`, scales `[kv_heads, capacity]`, the f32
-//! cache's layout with one scale per row. Rounding each row to 8 bits changes the scores and
-//! outputs by about 0.4 % of a row's largest value, so results are close to, not equal to,
-//! attention over the f32 cache.
+//! - bf16 ([`CompactRows::Bf16`]): each cached value rounded to the nearest bf16, half the f32
+//!   cache's memory and reads. PyTorch's bf16 inference keeps its cache the same way, and so
+//!   does llama.cpp (in f16).
+//! - 8-bit ([`CompactRows::Q8`]): each cached row of `head_dim` values stored as i8 levels with
+//!   one f32 scale (`absmax / 127`), a quarter of the memory. Rounding each row to 8 bits changes
+//!   the scores and outputs by about 0.4 % of a row's largest value.
+//!
+//! Layout: values `[kv_heads, capacity, head_dim]` (the f32 cache's), 8-bit scales
+//! `[kv_heads, capacity]`, one per row.
 
+use half::bf16;
 use rayon::prelude::*;
 
 use crate::attention::{
@@ -15,7 +19,7 @@ use crate::attention::{
 use crate::error::{KernelError, expect_len, expect_nonzero};
 use crate::math::round_half_away;
 use crate::parallel::{SharedMut, with_scratch};
-use crate::simd::{Simd, SimdLevel, dispatch, load_upto, store_upto};
+use crate::simd::{Element, Simd, SimdLevel, dispatch, load_upto, store_upto};
 
 /// One 8-bit cache tensor (keys or values).
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +28,54 @@ pub struct Q8Rows<'a> {
     pub levels: &'a [i8],
     /// `[kv_heads, capacity]` scales: a row's values are `level · scale`.
     pub scales: &'a [f32],
+}
+
+/// One compact cache tensor (keys or values), `[kv_heads, capacity, head_dim]` values.
+#[derive(Clone, Copy, Debug)]
+pub enum CompactRows<'a> {
+    /// Values rounded to bf16.
+    Bf16(&'a [bf16]),
+    /// 8-bit levels with a scale per row.
+    Q8(Q8Rows<'a>),
+}
+
+impl CompactRows<'_> {
+    /// Stored values (levels for 8-bit rows).
+    fn values_len(&self) -> usize {
+        match self {
+            Self::Bf16(values) => values.len(),
+            Self::Q8(rows) => rows.levels.len(),
+        }
+    }
+
+    /// Value `c` of cache row `row` (of `head_dim`), exactly.
+    fn value(&self, row: usize, head_dim: usize, c: usize) -> f64 {
+        match self {
+            Self::Bf16(values) => f64::from(values[row * head_dim + c].to_f32()),
+            Self::Q8(rows) => {
+                f64::from(rows.levels[row * head_dim + c]) * f64::from(rows.scales[row])
+            }
+        }
+    }
+
+    /// Writes cache row `row` as f32 into `out` (`head_dim` long).
+    ///
+    /// # Safety
+    /// The row lies inside the validated cache.
+    #[inline(always)]
+    unsafe fn widen_row<S: Simd>(&self, s: S, row: usize, out: &mut [f32]) {
+        let d = out.len();
+        let values = row * d..(row + 1) * d;
+        // SAFETY: forwarded; `values` has `out.len()` elements.
+        unsafe {
+            match self {
+                Self::Bf16(cache) => widen_scaled(s, &cache[values], None, out),
+                Self::Q8(rows) => {
+                    widen_scaled(s, &rows.levels[values], Some(rows.scales[row]), out)
+                }
+            }
+        }
+    }
 }
 
 /// Rounds rows of `head_dim` values to 8-bit levels and per-row scales: `round(v · 127 /
@@ -79,17 +131,17 @@ pub fn dequantize_kv_rows(
     Ok(())
 }
 
-/// [`crate::attention_causal`] over an 8-bit cache: `n_new` new query tokens (`q` and `out`
+/// [`crate::attention_causal`] over a compact cache: `n_new` new query tokens (`q` and `out`
 /// `[n_new, q_heads, head_dim]`) against cache rows `0..past + n_new`, query `i` seeing rows
 /// `0..=past + i`, query head `h` reading KV head `h / (q_heads / kv_heads)`. Scores are
 /// `scale · q·k`; softmax and outputs accumulate in f32.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_causal_q8(
+pub fn attention_causal_compact(
     q: &[f32],
     n_new: usize,
     q_heads: usize,
-    k_cache: Q8Rows<'_>,
-    v_cache: Q8Rows<'_>,
+    k_cache: CompactRows<'_>,
+    v_cache: CompactRows<'_>,
     kv_heads: usize,
     capacity: usize,
     past: usize,
@@ -105,7 +157,7 @@ pub fn attention_causal_q8(
         past,
         head_dim,
     };
-    attention_causal_q8_at(
+    attention_causal_compact_at(
         SimdLevel::detected(),
         q,
         k_cache,
@@ -119,20 +171,24 @@ pub fn attention_causal_q8(
 fn validate(
     shape: &CausalShape,
     q: &[f32],
-    k_cache: Q8Rows<'_>,
-    v_cache: Q8Rows<'_>,
+    k_cache: CompactRows<'_>,
+    v_cache: CompactRows<'_>,
     out: &[f32],
 ) -> Result<(), KernelError> {
     shape.validate_lengths(
         q.len(),
-        k_cache.levels.len(),
-        v_cache.levels.len(),
+        k_cache.values_len(),
+        v_cache.values_len(),
         out.len(),
     )?;
-    const KERNEL: &str = "attention_causal_q8";
+    const KERNEL: &str = "attention_causal_compact";
     let rows = [shape.kv_heads, shape.capacity];
-    expect_len(KERNEL, "k_cache scales", k_cache.scales.len(), &rows)?;
-    expect_len(KERNEL, "v_cache scales", v_cache.scales.len(), &rows)
+    for (name, cache) in [("k_cache scales", k_cache), ("v_cache scales", v_cache)] {
+        if let CompactRows::Q8(q8) = cache {
+            expect_len(KERNEL, name, q8.scales.len(), &rows)?;
+        }
+    }
+    Ok(())
 }
 
 /// Cache rows widened to f32 at a time: the widened keys and values (256 KiB at head_dim 128)
@@ -142,15 +198,15 @@ const CHUNK_KEYS: usize = 256;
 const MAX_HEAD_DIM: usize = 256;
 
 /// Each task takes the f32 kernel's row block of one KV head (a prefill chunk's tokens as well
-/// as a token's heads), widens the cache rows it sees a chunk at a time (scales folded in) and
+/// as a token's heads), widens the cache rows it sees a chunk at a time (8-bit scales folded in) and
 /// runs the f32 kernel ([`crate::attention`]) on each chunk, merging the chunks' softmax states
 /// as it goes. Widening costs `1 / rows` of the arithmetic per cache value, and the attention
 /// itself is the f32 cache's.
-pub(crate) fn attention_causal_q8_at(
+pub(crate) fn attention_causal_compact_at(
     level: SimdLevel,
     q: &[f32],
-    k_cache: Q8Rows<'_>,
-    v_cache: Q8Rows<'_>,
+    k_cache: CompactRows<'_>,
+    v_cache: CompactRows<'_>,
     shape: CausalShape,
     scale: f32,
     out: &mut [f32],
@@ -191,8 +247,8 @@ pub(crate) fn attention_causal_q8_at(
 
 struct Job<'a> {
     q: &'a [f32],
-    k_cache: Q8Rows<'a>,
-    v_cache: Q8Rows<'a>,
+    k_cache: CompactRows<'a>,
+    v_cache: CompactRows<'a>,
     shape: CausalShape,
     scale: f32,
     kv_head: usize,
@@ -235,16 +291,10 @@ unsafe fn attend_chunks(level: SimdLevel, job: &Job<'_>, out: *mut f32) {
                         .chunks_exact_mut(d)
                         .zip(values_f32.chunks_exact_mut(d)),
                 ) {
-                    let levels = row * d..(row + 1) * d;
-                    // SAFETY: each pair holds `d` elements.
+                    // SAFETY: the rows a job sees lie inside the validated cache.
                     unsafe {
-                        widen_scaled(
-                            s,
-                            &job.k_cache.levels[levels.clone()],
-                            job.k_cache.scales[row],
-                            k,
-                        );
-                        widen_scaled(s, &job.v_cache.levels[levels], job.v_cache.scales[row], v);
+                        job.k_cache.widen_row(s, row, k);
+                        job.v_cache.widen_row(s, row, v);
                     }
                 }
                 let chunk_rows = RowSet::new((0..rows.len).map(|r| {
@@ -281,34 +331,40 @@ unsafe fn attend_chunks(level: SimdLevel, job: &Job<'_>, out: *mut f32) {
     });
 }
 
-/// `out[c] = level[c] · scale`.
+/// `out[c] = values[c] · scale`, or the values alone without a scale.
 ///
 /// # Safety
-/// `out` and `levels` have the same length.
+/// `out` and `values` have the same length.
 #[inline(always)]
-unsafe fn widen_scaled<S: Simd>(s: S, levels: &[i8], scale: f32, out: &mut [f32]) {
-    let scale = s.splat(scale);
+unsafe fn widen_scaled<S: Simd, E: Element>(
+    s: S,
+    values: &[E],
+    scale: Option<f32>,
+    out: &mut [f32],
+) {
+    let scale = scale.map(|scale| s.splat(scale));
     let mut c = 0;
     // SAFETY: every access stays below `out.len()`.
     unsafe {
         while c < out.len() {
             let lanes = (out.len() - c).min(S::LANES);
-            let v = s.mul(load_upto(s, levels.as_ptr().add(c), lanes), scale);
+            let v = load_upto(s, values.as_ptr().add(c), lanes);
+            let v = scale.map_or(v, |scale| s.mul(v, scale));
             store_upto(s, out.as_mut_ptr().add(c), v, lanes);
             c += lanes;
         }
     }
 }
 
-/// Reference twin of [`attention_causal_q8`]: the cache rows dequantized exactly
-/// (`level · scale`), then a plain softmax accumulated in f64.
+/// Reference twin of [`attention_causal_compact`]: the cache rows widened exactly, then a plain
+/// softmax accumulated in f64.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_causal_q8_reference(
+pub fn attention_causal_compact_reference(
     q: &[f32],
     n_new: usize,
     q_heads: usize,
-    k_cache: Q8Rows<'_>,
-    v_cache: Q8Rows<'_>,
+    k_cache: CompactRows<'_>,
+    v_cache: CompactRows<'_>,
     kv_heads: usize,
     capacity: usize,
     past: usize,
@@ -327,9 +383,6 @@ pub fn attention_causal_q8_reference(
     validate(&shape, q, k_cache, v_cache, out)?;
     let d = head_dim;
     let group = shape.group();
-    let value = |cache: Q8Rows<'_>, row: usize, c: usize| {
-        f64::from(cache.levels[row * d + c]) * f64::from(cache.scales[row])
-    };
     for token in 0..n_new {
         for head in 0..q_heads {
             let row0 = head / group * capacity;
@@ -338,7 +391,7 @@ pub fn attention_causal_q8_reference(
             let scores: Vec<f64> = (0..keys)
                 .map(|j| {
                     let dot: f64 = (0..d)
-                        .map(|c| f64::from(query[c]) * value(k_cache, row0 + j, c))
+                        .map(|c| f64::from(query[c]) * k_cache.value(row0 + j, d, c))
                         .sum();
                     dot * f64::from(scale)
                 })
@@ -348,7 +401,7 @@ pub fn attention_causal_q8_reference(
             let total: f64 = weights.iter().sum();
             for c in 0..d {
                 let mixed: f64 = (0..keys)
-                    .map(|j| weights[j] * value(v_cache, row0 + j, c))
+                    .map(|j| weights[j] * v_cache.value(row0 + j, d, c))
                     .sum();
                 out[(token * q_heads + head) * d + c] = (mixed / total) as f32;
             }
