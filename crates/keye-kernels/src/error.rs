@@ -68,7 +68,7 @@ pub enum KernelError {
         block_values: usize,
     },
     /// The 8-bit-cache attention keeps a head's output row on the stack.
-    #[error("attention_causal_q8: head_dim {head_dim} exceeds the supported {max}")]
+    #[error("attention_causal_compact: head_dim {head_dim} exceeds the supported {max}")]
     HeadDimTooLarge { head_dim: usize, max: usize },
     /// A quantization type name that is not `q8_0`, `q4_0` or `q4_k`.
     #[error("unknown quantization type `{name}` (expected q8_0, q4_0 or q4_k)")]
