@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use half::bf16;
 use keye_kernels::{
-    Q8Rows, QuantType, SimdLevel, Weights, attention_causal, attention_causal_q8,
+    CompactRows, Q8Rows, QuantType, SimdLevel, Weights, attention_causal, attention_causal_compact,
     attention_segments, attention_segments_bf16_products, linear, linear_bf16_products, quantize,
     quantize_kv_rows,
 };
@@ -50,8 +50,8 @@ fn main() {
     if wanted("attention decode") {
         decode_attention(bandwidth);
     }
-    if wanted("attention decode q8 cache") {
-        decode_attention_q8(bandwidth);
+    if wanted("attention decode compact cache") {
+        decode_attention_compact(bandwidth);
     }
     if wanted("attention prefill") {
         prefill_attention(peak);
@@ -519,54 +519,75 @@ fn decode_attention(bandwidth: f64) {
     }
 }
 
-fn decode_attention_q8(bandwidth: f64) {
-    let (q_heads, kv_heads, head_dim) = (32, 8, 128);
-    for context in [1024, 32768] {
-        let rows = kv_heads * context;
-        let quantized = |seed| {
-            let mut levels = vec![0i8; rows * head_dim];
-            let mut scales = vec![0.0; rows];
-            quantize_kv_rows(
-                &filled(rows * head_dim, seed),
-                head_dim,
-                &mut levels,
-                &mut scales,
-            )
-            .unwrap();
-            (levels, scales)
-        };
-        let (k_cache, v_cache) = (quantized(4), quantized(5));
-        fn cache((levels, scales): &(Vec<i8>, Vec<f32>)) -> Q8Rows<'_> {
-            Q8Rows { levels, scales }
+/// A cache stored in one of the compact formats, owning what [`CompactRows`] borrows.
+enum CompactCache {
+    Bf16(Vec<bf16>),
+    Q8 { levels: Vec<i8>, scales: Vec<f32> },
+}
+
+impl CompactCache {
+    fn new(format: &str, values: &[f32], head_dim: usize) -> Self {
+        match format {
+            "bf16" => Self::Bf16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
+            _ => {
+                let mut levels = vec![0i8; values.len()];
+                let mut scales = vec![0.0; values.len() / head_dim];
+                quantize_kv_rows(values, head_dim, &mut levels, &mut scales).unwrap();
+                Self::Q8 { levels, scales }
+            }
         }
-        let q = filled(q_heads * head_dim, 6);
-        let mut out = vec![0.0; q.len()];
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let mut run = || {
-            attention_causal_q8(
-                &q,
-                1,
-                q_heads,
-                cache(&k_cache),
-                cache(&v_cache),
-                kv_heads,
-                context,
-                context - 1,
-                head_dim,
-                scale,
-                &mut out,
-            )
-            .unwrap()
-        };
-        run();
-        let time = best_of(20, &mut run).as_secs_f64();
-        let bytes = 2 * rows * (head_dim + 4);
-        let gbps = bytes as f64 / time / 1e9;
-        println!(
-            "decode attention q8 cache ctx {context:<5} 32q/8kv x 128 {gbps:7.1} GB/s ({:5.1} % of read bw), {:8.3} ms",
-            100.0 * gbps / bandwidth,
-            time * 1e3
-        );
+    }
+
+    fn rows(&self) -> CompactRows<'_> {
+        match self {
+            Self::Bf16(values) => CompactRows::Bf16(values),
+            Self::Q8 { levels, scales } => CompactRows::Q8(Q8Rows { levels, scales }),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Bf16(values) => 2 * values.len(),
+            Self::Q8 { levels, scales } => levels.len() + 4 * scales.len(),
+        }
+    }
+}
+
+fn decode_attention_compact(bandwidth: f64) {
+    let (q_heads, kv_heads, head_dim) = (32, 8, 128);
+    for format in ["bf16", "q8"] {
+        for context in [1024, 32768] {
+            let rows = kv_heads * context;
+            let k_cache = CompactCache::new(format, &filled(rows * head_dim, 4), head_dim);
+            let v_cache = CompactCache::new(format, &filled(rows * head_dim, 5), head_dim);
+            let q = filled(q_heads * head_dim, 6);
+            let mut out = vec![0.0; q.len()];
+            let scale = 1.0 / (head_dim as f32).sqrt();
+            let mut run = || {
+                attention_causal_compact(
+                    &q,
+                    1,
+                    q_heads,
+                    k_cache.rows(),
+                    v_cache.rows(),
+                    kv_heads,
+                    context,
+                    context - 1,
+                    head_dim,
+                    scale,
+                    &mut out,
+                )
+                .unwrap()
+            };
+            run();
+            let time = best_of(20, &mut run).as_secs_f64();
+            let gbps = (k_cache.bytes() + v_cache.bytes()) as f64 / time / 1e9;
+            println!(
+                "decode attention {format:<4} cache ctx {context:<5} 32q/8kv x 128 {gbps:7.1} GB/s ({:5.1} % of read bw), {:8.3} ms",
+                100.0 * gbps / bandwidth,
+                time * 1e3
+            );
+        }
     }
 }
 
@@ -594,42 +615,33 @@ fn prefill_attention(peak: f64) {
         f32_time * 1e3
     );
 
-    let quantized = |values: &[f32]| {
-        let mut levels = vec![0i8; values.len()];
-        let mut scales = vec![0.0; values.len() / head_dim];
-        quantize_kv_rows(values, head_dim, &mut levels, &mut scales).unwrap();
-        (levels, scales)
-    };
-    let (k_q8, v_q8) = (quantized(&k_cache), quantized(&v_cache));
-    let mut run = || {
-        attention_causal_q8(
-            &q,
-            n_new,
-            q_heads,
-            Q8Rows {
-                levels: &k_q8.0,
-                scales: &k_q8.1,
-            },
-            Q8Rows {
-                levels: &v_q8.0,
-                scales: &v_q8.1,
-            },
-            kv_heads,
-            n_new,
-            0,
-            head_dim,
-            scale,
-            &mut out,
-        )
-        .unwrap()
-    };
-    run();
-    let time = best_of(2, &mut run).as_secs_f64();
-    let gflops = flops / time / 1e9;
-    println!(
-        "causal prefill attention q8 cache             {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms, {:.2}x the f32 cache's time",
-        100.0 * gflops / peak,
-        time * 1e3,
-        time / f32_time
-    );
+    for format in ["bf16", "q8"] {
+        let k_compact = CompactCache::new(format, &k_cache, head_dim);
+        let v_compact = CompactCache::new(format, &v_cache, head_dim);
+        let mut run = || {
+            attention_causal_compact(
+                &q,
+                n_new,
+                q_heads,
+                k_compact.rows(),
+                v_compact.rows(),
+                kv_heads,
+                n_new,
+                0,
+                head_dim,
+                scale,
+                &mut out,
+            )
+            .unwrap()
+        };
+        run();
+        let time = best_of(2, &mut run).as_secs_f64();
+        let gflops = flops / time / 1e9;
+        println!(
+            "causal prefill attention {format:<4} cache           {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms, {:.2}x the f32 cache's time",
+            100.0 * gflops / peak,
+            time * 1e3,
+            time / f32_time
+        );
+    }
 }
