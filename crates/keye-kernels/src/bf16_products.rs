@@ -180,13 +180,19 @@ pub(crate) mod x86 {
         let chunk = n
             .div_ceil(threads() * 16)
             .next_multiple_of(STREAM_WEIGHT_ROWS);
+        // One activation row (decode) takes the weight rows one after another, so each task
+        // reads a single sequential stream: measured against rows read side by side on Zen 5,
+        // 1.13-1.3 times the speed over the 8B decode matrices. With more rows the side-by-side
+        // tile wins (it loads each activation vector once for four weight rows). Each output is
+        // one accumulator summed in order either way, so a row's result is the same in both.
+        let tile_weight_rows = if m == 1 { 1 } else { STREAM_WEIGHT_ROWS };
         let out = SharedMut::new(out);
         let activations = &rows;
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|task| {
             let end = ((task + 1) * chunk).min(n);
             let mut j = task * chunk;
             while j < end {
-                let weight_rows = STREAM_WEIGHT_ROWS.min(end - j);
+                let weight_rows = tile_weight_rows.min(end - j);
                 let mut first = 0;
                 while first < m {
                     let tile_rows = STREAM_ACTIVATION_ROWS.min(m - first);
