@@ -50,9 +50,6 @@ fn main() {
     if wanted("attention decode") {
         decode_attention(bandwidth);
     }
-    if wanted("attention decode compact cache") {
-        decode_attention_compact(bandwidth);
-    }
     if wanted("attention prefill") {
         prefill_attention(peak);
     }
@@ -484,50 +481,19 @@ fn vision_attention(peak: f64, bf16_peak: Option<f64>) {
     }
 }
 
-fn decode_attention(bandwidth: f64) {
-    let (q_heads, kv_heads, head_dim) = (32, 8, 128);
-    for context in [1024, 32768] {
-        let cache_len = kv_heads * context * head_dim;
-        let (k_cache, v_cache) = (filled(cache_len, 4), filled(cache_len, 5));
-        let q = filled(q_heads * head_dim, 6);
-        let mut out = vec![0.0; q.len()];
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let mut run = || {
-            attention_causal(
-                &q,
-                1,
-                q_heads,
-                &k_cache,
-                &v_cache,
-                kv_heads,
-                context,
-                context - 1,
-                head_dim,
-                scale,
-                &mut out,
-            )
-            .unwrap()
-        };
-        run();
-        let time = best_of(20, &mut run).as_secs_f64();
-        let gbps = (2 * cache_len * 4) as f64 / time / 1e9;
-        println!(
-            "decode attention ctx {context:<5} 32q/8kv x 128     {gbps:7.1} GB/s ({:5.1} % of read bw), {:8.3} ms",
-            100.0 * gbps / bandwidth,
-            time * 1e3
-        );
-    }
-}
-
-/// A cache stored in one of the compact formats, owning what [`CompactRows`] borrows.
-enum CompactCache {
+/// A KV cache in one of the formats `--kv-cache` offers.
+enum Cache {
+    F32(Vec<f32>),
     Bf16(Vec<bf16>),
     Q8 { levels: Vec<i8>, scales: Vec<f32> },
 }
 
-impl CompactCache {
+impl Cache {
+    const FORMATS: [&str; 3] = ["f32", "bf16", "q8"];
+
     fn new(format: &str, values: &[f32], head_dim: usize) -> Self {
         match format {
+            "f32" => Self::F32(values.to_vec()),
             "bf16" => Self::Bf16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
             _ => {
                 let mut levels = vec![0i8; values.len()];
@@ -538,50 +504,74 @@ impl CompactCache {
         }
     }
 
-    fn rows(&self) -> CompactRows<'_> {
-        match self {
-            Self::Bf16(values) => CompactRows::Bf16(values),
-            Self::Q8 { levels, scales } => CompactRows::Q8(Q8Rows { levels, scales }),
-        }
-    }
-
     fn bytes(&self) -> usize {
         match self {
+            Self::F32(values) => 4 * values.len(),
             Self::Bf16(values) => 2 * values.len(),
             Self::Q8 { levels, scales } => levels.len() + 4 * scales.len(),
         }
     }
+
+    fn compact(&self) -> Option<CompactRows<'_>> {
+        match self {
+            Self::F32(_) => None,
+            Self::Bf16(values) => Some(CompactRows::Bf16(values)),
+            Self::Q8 { levels, scales } => Some(CompactRows::Q8(Q8Rows { levels, scales })),
+        }
+    }
 }
 
-fn decode_attention_compact(bandwidth: f64) {
+/// Causal attention of `n_new` query rows after `past` cached ones, on the kernel for the
+/// caches' format (`capacity` = `past + n_new`).
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    q: &[f32],
+    n_new: usize,
+    q_heads: usize,
+    (keys, values): (&Cache, &Cache),
+    kv_heads: usize,
+    past: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) {
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let capacity = past + n_new;
+    match (keys, values, keys.compact(), values.compact()) {
+        (Cache::F32(keys), Cache::F32(values), ..) => attention_causal(
+            q, n_new, q_heads, keys, values, kv_heads, capacity, past, head_dim, scale, out,
+        ),
+        (.., Some(keys), Some(values)) => attention_causal_compact(
+            q, n_new, q_heads, keys, values, kv_heads, capacity, past, head_dim, scale, out,
+        ),
+        _ => panic!("keys and values in different formats"),
+    }
+    .unwrap()
+}
+
+fn decode_attention(bandwidth: f64) {
     let (q_heads, kv_heads, head_dim) = (32, 8, 128);
-    for format in ["bf16", "q8"] {
+    for format in Cache::FORMATS {
         for context in [1024, 32768] {
-            let rows = kv_heads * context;
-            let k_cache = CompactCache::new(format, &filled(rows * head_dim, 4), head_dim);
-            let v_cache = CompactCache::new(format, &filled(rows * head_dim, 5), head_dim);
+            let cache_len = kv_heads * context * head_dim;
+            let keys = Cache::new(format, &filled(cache_len, 4), head_dim);
+            let values = Cache::new(format, &filled(cache_len, 5), head_dim);
             let q = filled(q_heads * head_dim, 6);
             let mut out = vec![0.0; q.len()];
-            let scale = 1.0 / (head_dim as f32).sqrt();
             let mut run = || {
-                attention_causal_compact(
+                attend(
                     &q,
                     1,
                     q_heads,
-                    k_cache.rows(),
-                    v_cache.rows(),
+                    (&keys, &values),
                     kv_heads,
-                    context,
                     context - 1,
                     head_dim,
-                    scale,
                     &mut out,
                 )
-                .unwrap()
             };
             run();
             let time = best_of(20, &mut run).as_secs_f64();
-            let gbps = (k_cache.bytes() + v_cache.bytes()) as f64 / time / 1e9;
+            let gbps = (keys.bytes() + values.bytes()) as f64 / time / 1e9;
             println!(
                 "decode attention {format:<4} cache ctx {context:<5} 32q/8kv x 128 {gbps:7.1} GB/s ({:5.1} % of read bw), {:8.3} ms",
                 100.0 * gbps / bandwidth,
@@ -594,51 +584,33 @@ fn decode_attention_compact(bandwidth: f64) {
 fn prefill_attention(peak: f64) {
     let (n_new, q_heads, kv_heads, head_dim) = (2048, 32, 8, 128);
     let cache_len = kv_heads * n_new * head_dim;
-    let (k_cache, v_cache) = (filled(cache_len, 7), filled(cache_len, 8));
+    let (k_values, v_values) = (filled(cache_len, 7), filled(cache_len, 8));
     let q = filled(n_new * q_heads * head_dim, 9);
     let mut out = vec![0.0; q.len()];
-    let scale = 1.0 / (head_dim as f32).sqrt();
     // Causal: half of the full score matrix.
     let flops = (2 * n_new * n_new * head_dim * q_heads) as f64;
-    let mut run = || {
-        attention_causal(
-            &q, n_new, q_heads, &k_cache, &v_cache, kv_heads, n_new, 0, head_dim, scale, &mut out,
-        )
-        .unwrap()
-    };
-    run();
-    let f32_time = best_of(2, &mut run).as_secs_f64();
-    let gflops = flops / f32_time / 1e9;
-    println!(
-        "causal prefill attention {n_new} tok 32q/8kv x 128 {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
-        100.0 * gflops / peak,
-        f32_time * 1e3
-    );
-
-    for format in ["bf16", "q8"] {
-        let k_compact = CompactCache::new(format, &k_cache, head_dim);
-        let v_compact = CompactCache::new(format, &v_cache, head_dim);
+    let mut f32_time = None;
+    for format in Cache::FORMATS {
+        let keys = Cache::new(format, &k_values, head_dim);
+        let values = Cache::new(format, &v_values, head_dim);
         let mut run = || {
-            attention_causal_compact(
+            attend(
                 &q,
                 n_new,
                 q_heads,
-                k_compact.rows(),
-                v_compact.rows(),
+                (&keys, &values),
                 kv_heads,
-                n_new,
                 0,
                 head_dim,
-                scale,
                 &mut out,
             )
-            .unwrap()
         };
         run();
         let time = best_of(2, &mut run).as_secs_f64();
+        let f32_time = *f32_time.get_or_insert(time);
         let gflops = flops / time / 1e9;
         println!(
-            "causal prefill attention {format:<4} cache           {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms, {:.2}x the f32 cache's time",
+            "causal prefill attention {n_new} tok {format:<4} cache {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms, {:.2}x the f32 cache's time",
             100.0 * gflops / peak,
             time * 1e3,
             time / f32_time
