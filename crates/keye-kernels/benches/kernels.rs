@@ -495,12 +495,13 @@ impl Cache {
         match format {
             "f32" => Self::F32(values.to_vec()),
             "bf16" => Self::Bf16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
-            _ => {
+            "q8" => {
                 let mut levels = vec![0i8; values.len()];
                 let mut scales = vec![0.0; values.len() / head_dim];
                 quantize_kv_rows(values, head_dim, &mut levels, &mut scales).unwrap();
                 Self::Q8 { levels, scales }
             }
+            other => panic!("unknown KV cache format {other}"),
         }
     }
 
