@@ -8,9 +8,9 @@
 //!
 //! GGML block-quantized weights ([`QuantType`]: `Q8_0`, `Q4_0`, `Q4_K`, byte-compatible with
 //! GGUF files) are the exception, as in llama.cpp: [`linear`] rounds the activations to 8-bit
-//! blocks of 32 and uses integer dot products, so its results are close to, not equal to, the
-//! f32 product with the dequantized weights (the error is bounded by
-//! `Σ |w| · absmax(x block) / 254`). Only for many rows on a CPU without AVX-512 VNNI does it
+//! blocks of 32 (256 for `Q4_K` weights and at most [`STREAMING_MAX_ROWS`] rows, as llama.cpp's
+//! `Q8_K`) and uses integer dot products, so its results are close to, not equal to, the f32
+//! product with the dequantized weights (the error is bounded by `Σ |w| · absmax(x block) / 254`). Only for many rows on a CPU without AVX-512 VNNI does it
 //! decode the weights to f32 panels and keep the activations exact. The optional compact KV caches
 //! ([`CompactRows`], [`attention_causal_compact`]) likewise round what they store: to bf16, or
 //! each cached row to 8 bits.

@@ -100,7 +100,7 @@ pub(crate) fn scale_min_k4(j: usize, scales: &[u8]) -> (u8, u8) {
 /// [`scale_min_k4`] for `j = 0..8`), one byte each, sub-block 0 lowest: word arithmetic on the
 /// 12 packed bytes (`packed[..12]`) instead of eight lookups, for the GEMV's inner loop.
 #[inline(always)]
-pub(crate) fn scales_mins_k4(packed: &[u8]) -> (u64, u64) {
+pub(crate) fn scales_mins_k4(packed: &[u8; 12]) -> (u64, u64) {
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
     const TOP2: u32 = 0x0303_0303;

@@ -11,9 +11,9 @@
 //! | Q4_0   | nibble         | `d`      | `8·d`      |
 //! | Q4_K   | nibble         | `d·sc_j` | `dmin·m_j` |
 //!
-//! With the activations rounded to 8-bit blocks as in the GEMV (`a = sa·qa`, so the results
-//! agree with decode's), a block contributes `s·sa·Σ q·qa − o·(sa·Σ qa)`: one integer dot
-//! product and two f32 multiply-adds per 32 values.
+//! With the activations rounded to 8-bit blocks of 32 (`a = sa·qa`, as the GEMV rounds them for
+//! `Q8_0` and `Q4_0`; its `Q4_K` rounding shares a scale per 256 values), a block contributes
+//! `s·sa·Σ q·qa − o·(sa·Σ qa)`: one integer dot product and two f32 multiply-adds per 32 values.
 //!
 //! Weight rows are packed [`PANEL`] at a time into `vpdpbusd` order (for each 4-value step of a
 //! block, 4 bytes per weight row), the panel's per-block scales and offsets beside them; every
@@ -24,7 +24,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::matmul::{ACTIVATION_BLOCK, QuantizedRows, with_quantized_rows};
+use super::matmul::{ACTIVATION_BLOCK, ActivationLayout, QuantizedRows, with_quantized_rows};
 use super::{QuantType, formats};
 use crate::parallel::SharedMut;
 
@@ -63,7 +63,7 @@ pub(crate) fn linear(
 ) {
     let row_bytes = k / ty.block_values() * ty.block_bytes();
     let out = SharedMut::new(out);
-    with_quantized_rows(x, |activations| {
+    with_quantized_rows(x, ActivationLayout::Blocks, |activations| {
         (0..n.div_ceil(PANEL))
             .into_par_iter()
             .for_each(|panel_index| {

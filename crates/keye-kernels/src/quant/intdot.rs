@@ -3,10 +3,14 @@
 //! One block is one 256-bit vector of 32 bytes; a dot product leaves eight i32 partial sums
 //! (lane `l` holds the sum over bytes `4l..4l + 4`, the `vpdpbusd` layout), which the caller
 //! scales and accumulates in f32 lanes. Every level keeps that layout, so all levels sum in the
-//! same order and only the instructions differ.
+//! same order and only the instructions differ. A `Q4_K` super-block goes whole
+//! ([`IntDot::q4k_dot`]): its sub-block scales are small integers, so with one activation scale
+//! per super-block the eight sub-blocks are summed in integers, into 16 lanes of one f32 step.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+use super::matmul::q4k_activation_offset;
 
 /// Integer dot-product instruction sets, best last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -173,30 +177,51 @@ pub(crate) trait IntDot: Copy {
     /// 2 bytes at `p` are readable.
     unsafe fn read_f16(self, p: *const u8) -> f32;
 
-    /// The levels of two `Q4_K` sub-blocks: the low nibbles of 32 packed bytes, then the high.
-    type PairLevels: Copy;
-    /// The [`CHAINS`] accumulator chains of a `Q4_K` dot: chain `c` sums the sub-blocks `j`
-    /// with `j % CHAINS == c`.
+    /// The [`CHAINS`] accumulator chains of a `Q8_0` or `Q4_0` dot: chain `c` sums the blocks `b`
+    /// with `b % CHAINS == c`.
     type Chains: Copy;
-    /// # Safety
-    /// 32 bytes at `p` are readable.
-    unsafe fn load_pair_levels(self, p: *const u8) -> Self::PairLevels;
     fn zero_chains(self) -> Self::Chains;
-    /// Sub-blocks `2·pair` and `2·pair + 1`: `levels` dotted with the 64 activation bytes at
-    /// `a`, scaled by lanes `2·pair` and `2·pair + 1` of `scales`, added to their chains.
-    ///
-    /// # Safety
-    /// 64 bytes at `a` are readable; `pair < 4`.
-    unsafe fn pair_step(
-        self,
-        chains: Self::Chains,
-        levels: Self::PairLevels,
-        a: *const u8,
-        scales: Self::Floats,
-        pair: usize,
-    ) -> Self::Chains;
     /// `((c0 + c1) + c2) + c3`, lane by lane.
     fn sum_chains(self, chains: Self::Chains) -> Self::Floats;
+
+    /// A `Q4_K` super-block's 256 levels, unpacked from its 128 bytes of nibbles.
+    type Q4kLevels: Copy;
+    /// A super-block's eight 6-bit sub-block scales, laid out for [`IntDot::q4k_dot`].
+    type Q4kScales: Copy;
+    /// # Safety
+    /// 128 bytes at `p` are readable.
+    unsafe fn load_q4k_levels(self, p: *const u8) -> Self::Q4kLevels;
+    /// `packed`: the eight scales, sub-block 0 in the lowest byte.
+    fn q4k_scales(self, packed: u64) -> Self::Q4kScales;
+    /// 16 × i32, the lanes of [`IntDot::q4k_dot`].
+    type Q4kSums: Copy;
+    /// 16 × f32 accumulating [`IntDot::Q4kSums`].
+    type Q4kAccumulator: Copy;
+    /// `Σ_j sc_j · Σ q·a` over a super-block in 16 i32 lanes: lane `l < 8` sums values
+    /// `4l..4l + 4` of sub-blocks 0, 1, 4 and 5, lane `8 + l` those of sub-blocks 2, 3, 6 and 7
+    /// (the halves of the AVX-512 level's vectors, so it needs no fold). `a` holds the
+    /// super-block's 256 activation bytes in
+    /// [`ActivationLayout::Q4KSuperBlocks`](super::matmul::ActivationLayout) order. The sums are
+    /// exact (at most 4 · 4 · 15 · 127 · 63 < 2³¹), so every level returns the same lanes.
+    ///
+    /// # Safety
+    /// 256 bytes at `a` are readable.
+    unsafe fn q4k_dot(
+        self,
+        levels: &Self::Q4kLevels,
+        scales: &Self::Q4kScales,
+        a: *const u8,
+    ) -> Self::Q4kSums;
+    fn q4k_zero(self) -> Self::Q4kAccumulator;
+    /// `acc + sums · scale`, lane by lane.
+    fn q4k_scale_add(
+        self,
+        acc: Self::Q4kAccumulator,
+        sums: Self::Q4kSums,
+        scale: f32,
+    ) -> Self::Q4kAccumulator;
+    /// The lanes `l` and `8 + l` added, then [`IntDot::reduce`].
+    fn q4k_reduce(self, acc: Self::Q4kAccumulator) -> f32;
 
     /// The levels of two `Q8_0` (`SIGNED`) or `Q4_0` blocks, prepared for
     /// [`IntDot::block_pair_step`].
@@ -208,7 +233,9 @@ pub(crate) trait IntDot: Copy {
         first: *const u8,
         second: *const u8,
     ) -> Self::BlockPair;
-    /// [`IntDot::pair_step`] for two `Q8_0` or `Q4_0` blocks of a group of eight.
+    /// Blocks `2·pair` and `2·pair + 1` of a group of eight `Q8_0` or `Q4_0` blocks: `levels`
+    /// dotted with the 64 activation bytes at `a`, scaled by lanes `2·pair` and `2·pair + 1` of
+    /// `scales`, added to their chains.
     ///
     /// # Safety
     /// 64 bytes at `a` are readable; `pair < 4`.
@@ -238,12 +265,12 @@ pub(super) fn sum_chains<D: IntDot>(d: D, [c0, c1, c2, c3]: [D::Floats; CHAINS])
     d.add(d.add(d.add(c0, c1), c2), c3)
 }
 
-/// [`IntDot::pair_step`] on 256-bit vectors, one chain per vector.
+/// [`IntDot::block_pair_step`] for two `Q4_0` blocks on 256-bit vectors, one chain per vector.
 ///
 /// # Safety
-/// As [`IntDot::pair_step`].
+/// As [`IntDot::block_pair_step`].
 #[inline(always)]
-unsafe fn narrow_pair_step<D: IntDot>(
+unsafe fn narrow_unsigned_pair_step<D: IntDot>(
     d: D,
     mut chains: [D::Floats; CHAINS],
     (low, high): (D::Bytes, D::Bytes),
@@ -277,7 +304,7 @@ unsafe fn narrow_block_pair_step<D: IntDot, const SIGNED: bool>(
 ) -> [D::Floats; CHAINS] {
     if !SIGNED {
         // SAFETY: forwarded.
-        return unsafe { narrow_pair_step(d, chains, (first, second), a, scales, pair) };
+        return unsafe { narrow_unsigned_pair_step(d, chains, (first, second), a, scales, pair) };
     }
     let mut chains = chains;
     let (j_low, j_high) = (2 * pair, 2 * pair + 1);
@@ -289,11 +316,10 @@ unsafe fn narrow_block_pair_step<D: IntDot, const SIGNED: bool>(
     chains
 }
 
-/// The associated types and [`IntDot`]'s block-pair methods for a level with one chain per
-/// 256-bit vector.
+/// The associated types and [`IntDot`]'s block-pair and `Q4_K` accumulation methods for a level
+/// with one chain per 256-bit vector.
 macro_rules! narrow_pairs {
     () => {
-        type PairLevels = (Self::Bytes, Self::Bytes);
         type Chains = [Self::Floats; CHAINS];
         type BlockPair = (Self::Bytes, Self::Bytes);
 
@@ -334,31 +360,55 @@ macro_rules! narrow_pairs {
             chains[0] = self.scale_add(chains[0], sums, scale);
             chains
         }
-
-        #[inline(always)]
-        unsafe fn load_pair_levels(self, p: *const u8) -> Self::PairLevels {
-            // SAFETY: caller guarantees 32 readable bytes.
-            self.split_nibbles(unsafe { self.load(p) })
-        }
         #[inline(always)]
         fn zero_chains(self) -> Self::Chains {
             [self.zero(); CHAINS]
         }
         #[inline(always)]
-        unsafe fn pair_step(
-            self,
-            chains: Self::Chains,
-            levels: Self::PairLevels,
-            a: *const u8,
-            scales: Self::Floats,
-            pair: usize,
-        ) -> Self::Chains {
-            // SAFETY: forwarded.
-            unsafe { narrow_pair_step(self, chains, levels, a, scales, pair) }
-        }
-        #[inline(always)]
         fn sum_chains(self, chains: Self::Chains) -> Self::Floats {
             sum_chains(self, chains)
+        }
+
+        /// Sub-block `j` in element `j`.
+        type Q4kLevels = [Self::Bytes; 8];
+        /// Lanes `0..8`, then `8..16`.
+        type Q4kSums = [Self::Ints; 2];
+        type Q4kAccumulator = [Self::Floats; 2];
+
+        #[inline(always)]
+        fn q4k_zero(self) -> Self::Q4kAccumulator {
+            [self.zero(); 2]
+        }
+        #[inline(always)]
+        fn q4k_scale_add(
+            self,
+            [low, high]: Self::Q4kAccumulator,
+            [low_sums, high_sums]: Self::Q4kSums,
+            scale: f32,
+        ) -> Self::Q4kAccumulator {
+            [
+                self.scale_add(low, low_sums, scale),
+                self.scale_add(high, high_sums, scale),
+            ]
+        }
+        #[inline(always)]
+        fn q4k_reduce(self, [low, high]: Self::Q4kAccumulator) -> f32 {
+            self.reduce(self.add(low, high))
+        }
+
+        #[inline(always)]
+        unsafe fn load_q4k_levels(self, p: *const u8) -> Self::Q4kLevels {
+            // SAFETY: caller guarantees 128 readable bytes. Each 32 bytes hold sub-block 2g in
+            // their low nibbles and 2g + 1 in their high ones.
+            let [(l0, h0), (l1, h1), (l2, h2), (l3, h3)] = unsafe {
+                [
+                    self.split_nibbles(self.load(p)),
+                    self.split_nibbles(self.load(p.add(32))),
+                    self.split_nibbles(self.load(p.add(64))),
+                    self.split_nibbles(self.load(p.add(96))),
+                ]
+            };
+            [l0, h0, l1, h1, l2, h2, l3, h3]
         }
     };
 }
@@ -371,6 +421,30 @@ impl IntDot for Scalar {
     type Ints = [i32; 8];
     type Floats = [f32; 8];
     narrow_pairs!();
+    type Q4kScales = [i32; 8];
+
+    #[inline(always)]
+    fn q4k_scales(self, packed: u64) -> [i32; 8] {
+        packed.to_le_bytes().map(i32::from)
+    }
+    #[inline(always)]
+    unsafe fn q4k_dot(
+        self,
+        levels: &[[u8; 32]; 8],
+        scales: &[i32; 8],
+        a: *const u8,
+    ) -> [[i32; 8]; 2] {
+        let mut lanes = [[0i32; 8]; 2];
+        for (j, (&levels, &scale)) in levels.iter().zip(scales).enumerate() {
+            // SAFETY: caller guarantees the super-block's 256 activation bytes.
+            let activations = unsafe { self.load(a.add(q4k_activation_offset(j))) };
+            let sums = self.dot_unsigned(levels, activations);
+            for (lane, sum) in lanes[j / 2 % 2].iter_mut().zip(sums) {
+                *lane += scale * sum;
+            }
+        }
+        lanes
+    }
 
     #[inline(always)]
     unsafe fn load(self, p: *const u8) -> [u8; 32] {
@@ -631,23 +705,111 @@ mod x86 {
         };
     }
 
+    /// The eight `Q4_K` sub-block scales as i16, in both 128-bit halves.
+    #[inline(always)]
+    fn narrow_q4k_scales(packed: u64) -> __m256i {
+        unsafe { _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(packed as i64))) }
+    }
+
+    /// [`IntDot::q4k_dot`] on 256-bit vectors: per sub-block, `vpmaddubsw` pair sums (at most
+    /// 2 · 15 · 127, no saturation) times the sub-block's scale in `vpmaddwd` (`VNNI`:
+    /// `vpdpwssd`, which also adds).
+    ///
+    /// # Safety
+    /// As [`IntDot::q4k_dot`]; the CPU has AVX2 (and AVX-VNNI if `VNNI`).
+    #[inline(always)]
+    unsafe fn narrow_q4k_dot<D: IntDot<Bytes = __m256i>, const VNNI: bool>(
+        d: D,
+        levels: &[__m256i; 8],
+        scales: __m256i,
+        a: *const u8,
+    ) -> [__m256i; 2] {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let mut lanes = [_mm256_setzero_si256(); 2];
+            for (j, &levels) in levels.iter().enumerate() {
+                let pairs = _mm256_maddubs_epi16(levels, d.load(a.add(q4k_activation_offset(j))));
+                let scale =
+                    _mm256_shuffle_epi8(scales, _mm256_set1_epi16(0x0100 + 0x0202 * j as i16));
+                let half = &mut lanes[j / 2 % 2];
+                *half = if VNNI {
+                    _mm256_dpwssd_avx_epi32(*half, pairs, scale)
+                } else {
+                    _mm256_add_epi32(*half, _mm256_madd_epi16(pairs, scale))
+                };
+            }
+            lanes
+        }
+    }
+
     impl IntDot for Avx2 {
         common_x86!();
         narrow_pairs!();
+        type Q4kScales = __m256i;
         #[inline(always)]
         fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
             // Pair sums are at most 2 · 128 · 127 (|a| <= 127), inside i16: no saturation.
             unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1)) }
+        }
+        #[inline(always)]
+        fn q4k_scales(self, packed: u64) -> __m256i {
+            narrow_q4k_scales(packed)
+        }
+        #[inline(always)]
+        unsafe fn q4k_dot(
+            self,
+            levels: &[__m256i; 8],
+            scales: &__m256i,
+            a: *const u8,
+        ) -> [__m256i; 2] {
+            // SAFETY: forwarded; the token proves AVX2.
+            unsafe { narrow_q4k_dot::<Self, false>(self, levels, *scales, a) }
         }
     }
 
     impl IntDot for AvxVnni {
         common_x86!();
         narrow_pairs!();
+        type Q4kScales = __m256i;
         #[inline(always)]
         fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
             unsafe { _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w, a) }
         }
+        #[inline(always)]
+        fn q4k_scales(self, packed: u64) -> __m256i {
+            narrow_q4k_scales(packed)
+        }
+        #[inline(always)]
+        unsafe fn q4k_dot(
+            self,
+            levels: &[__m256i; 8],
+            scales: &__m256i,
+            a: *const u8,
+        ) -> [__m256i; 2] {
+            // SAFETY: forwarded; the token proves AVX-VNNI.
+            unsafe { narrow_q4k_dot::<Self, true>(self, levels, *scales, a) }
+        }
+    }
+
+    /// `vpshufb` controls spreading the eight `Q4_K` sub-block scales (as i16, in every 128-bit
+    /// lane) over [`Avx512Vnni::Q4kLevels`]: the first sub-block's scale in the low 256 bits, the
+    /// second's in the high.
+    const Q4K_SCALE_BYTES: [[u8; 64]; 4] = [
+        scale_bytes(0, 2),
+        scale_bytes(1, 3),
+        scale_bytes(4, 6),
+        scale_bytes(5, 7),
+    ];
+
+    const fn scale_bytes(first: u8, second: u8) -> [u8; 64] {
+        let mut bytes = [0; 64];
+        let mut i = 0;
+        while i < 64 {
+            let scale = if i < 32 { first } else { second };
+            bytes[i] = 2 * scale + (i % 2) as u8;
+            i += 1;
+        }
+        bytes
     }
 
     /// Adds the sums of sub-blocks (or blocks) `2·pair` and `2·pair + 1`, the low and the high
@@ -679,39 +841,90 @@ mod x86 {
             unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a) }
         }
 
-        type PairLevels = __m512i;
         type Chains = [__m512; 2];
 
-        #[inline(always)]
-        unsafe fn load_pair_levels(self, p: *const u8) -> __m512i {
-            // SAFETY: caller guarantees 32 readable bytes.
-            unsafe {
-                let packed = _mm256_loadu_si256(p.cast());
-                let both = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(packed),
-                    _mm256_srli_epi16(packed, 4),
-                );
-                _mm512_and_si512(both, _mm512_set1_epi8(0x0f))
-            }
-        }
         #[inline(always)]
         fn zero_chains(self) -> [__m512; 2] {
             unsafe { [_mm512_setzero_ps(); 2] }
         }
+
+        /// Sub-blocks `[0 | 2]`, `[1 | 3]`, `[4 | 6]`, `[5 | 7]`: the low and the high nibbles
+        /// of 64 bytes at a time.
+        type Q4kLevels = [__m512i; 4];
+        /// The scales of [`Avx512Vnni::Q4kLevels`]' sub-blocks as i16, 16 lanes each.
+        type Q4kScales = [__m512i; 4];
+
         #[inline(always)]
-        unsafe fn pair_step(
+        unsafe fn load_q4k_levels(self, p: *const u8) -> [__m512i; 4] {
+            // SAFETY: caller guarantees 128 readable bytes.
+            unsafe {
+                let mask = _mm512_set1_epi8(0x0f);
+                let first = _mm512_loadu_si512(p.cast());
+                let second = _mm512_loadu_si512(p.add(64).cast());
+                [
+                    _mm512_and_si512(first, mask),
+                    _mm512_and_si512(_mm512_srli_epi16(first, 4), mask),
+                    _mm512_and_si512(second, mask),
+                    _mm512_and_si512(_mm512_srli_epi16(second, 4), mask),
+                ]
+            }
+        }
+        #[inline(always)]
+        fn q4k_scales(self, packed: u64) -> [__m512i; 4] {
+            unsafe {
+                let scales =
+                    _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(packed as i64)));
+                let controls = Q4K_SCALE_BYTES.as_ptr().cast::<__m512i>();
+                [
+                    _mm512_shuffle_epi8(scales, _mm512_loadu_si512(controls)),
+                    _mm512_shuffle_epi8(scales, _mm512_loadu_si512(controls.add(1))),
+                    _mm512_shuffle_epi8(scales, _mm512_loadu_si512(controls.add(2))),
+                    _mm512_shuffle_epi8(scales, _mm512_loadu_si512(controls.add(3))),
+                ]
+            }
+        }
+        #[inline(always)]
+        unsafe fn q4k_dot(
             self,
-            mut chains: [__m512; 2],
-            levels: __m512i,
+            levels: &[__m512i; 4],
+            scales: &[__m512i; 4],
             a: *const u8,
-            scales: __m256,
-            pair: usize,
-        ) -> [__m512; 2] {
-            // SAFETY: caller guarantees 64 readable bytes at `a`.
-            let activations = unsafe { _mm512_loadu_si512(a.cast()) };
-            let sums = unsafe { _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels, activations) };
-            add_pair(&mut chains, sums, scales, pair);
-            chains
+        ) -> __m512i {
+            // SAFETY: caller guarantees 256 readable bytes at `a`, whose order matches the
+            // levels' (see `ActivationLayout::Q4KSuperBlocks`).
+            unsafe {
+                let activations = a.cast::<__m512i>();
+                let pairs = [
+                    _mm512_maddubs_epi16(levels[0], _mm512_loadu_si512(activations)),
+                    _mm512_maddubs_epi16(levels[1], _mm512_loadu_si512(activations.add(1))),
+                    _mm512_maddubs_epi16(levels[2], _mm512_loadu_si512(activations.add(2))),
+                    _mm512_maddubs_epi16(levels[3], _mm512_loadu_si512(activations.add(3))),
+                ];
+                let zero = _mm512_setzero_si512();
+                let first = _mm512_dpwssd_epi32(zero, pairs[0], scales[0]);
+                let first = _mm512_dpwssd_epi32(first, pairs[1], scales[1]);
+                let second = _mm512_dpwssd_epi32(zero, pairs[2], scales[2]);
+                let second = _mm512_dpwssd_epi32(second, pairs[3], scales[3]);
+                _mm512_add_epi32(first, second)
+            }
+        }
+        type Q4kSums = __m512i;
+        type Q4kAccumulator = __m512;
+
+        #[inline(always)]
+        fn q4k_zero(self) -> __m512 {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        fn q4k_scale_add(self, acc: __m512, sums: __m512i, scale: f32) -> __m512 {
+            unsafe { _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(scale), acc) }
+        }
+        #[inline(always)]
+        fn q4k_reduce(self, acc: __m512) -> f32 {
+            unsafe {
+                let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+                self.reduce(_mm256_add_ps(_mm512_castps512_ps256(acc), high))
+            }
         }
         /// `(levels, negative)`: `Q8_0` levels as magnitudes, their signs moved to the
         /// activations by a masked negation (AVX-512 has no `vpsignb`); `Q4_0` nibbles as they are.
@@ -749,20 +962,15 @@ mod x86 {
             scales: __m256,
             pair: usize,
         ) -> [__m512; 2] {
-            if !SIGNED {
-                // SAFETY: forwarded.
-                return unsafe { self.pair_step(chains, levels, a, scales, pair) };
-            }
             // SAFETY: caller guarantees 64 readable bytes at `a`.
             unsafe {
                 // |-128| reads back as 128 unsigned; activations are within ±127.
                 let activations = _mm512_loadu_si512(a.cast());
-                let signed = _mm512_mask_sub_epi8(
-                    activations,
-                    negative,
-                    _mm512_setzero_si512(),
-                    activations,
-                );
+                let signed = if SIGNED {
+                    _mm512_mask_sub_epi8(activations, negative, _mm512_setzero_si512(), activations)
+                } else {
+                    activations
+                };
                 let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels, signed);
                 add_pair(&mut chains, sums, scales, pair);
             }

@@ -266,11 +266,11 @@ fn round_trip_error_is_within_the_format_bounds() {
 }
 
 /// Quantized `linear` against the f64 reference on the dequantized weights. The kernels may
-/// round each 32-value block of activations to 8 bits (step `absmax/127`, error at most half
-/// of it) before the integer dot products, so the bound is `Σ |w_c| · absmax(x block)/254`
-/// plus f32 accumulation noise.
+/// round each block of activations sharing a scale to 8 bits (step `absmax/127`, error at most
+/// half of it) before the integer dot products, so the bound is `Σ |w_c| · absmax(x block)/254`
+/// plus f32 accumulation noise. The blocks are 32 values, except 256 for `Q4_K` weights in the
+/// GEMV (one scale per super-block, as GGML's `Q8_K`).
 const F32_RELATIVE_TOLERANCE: f32 = 1e-5;
-const ACTIVATION_BLOCK: usize = 32;
 
 /// Which implementation computes the product under test.
 #[derive(Clone, Copy, Debug)]
@@ -299,6 +299,15 @@ fn check_quantized_linear(kernel: Kernel, ty: QuantType, m: usize, k: usize, n: 
     }
     linear_reference(&x, m, k, weights, n, bias.as_deref(), &mut expected).unwrap();
     let w_values = decoded(ty, &w, n * k);
+    let streamed = match kernel {
+        Kernel::Gemv(_) => true,
+        Kernel::Linear(_) => m <= crate::STREAMING_MAX_ROWS,
+    };
+    let activation_block = if streamed && ty == QuantType::Q4K {
+        QuantType::Q4K.block_values()
+    } else {
+        32
+    };
     for i in 0..m {
         let x_row = &x[i * k..(i + 1) * k];
         for j in 0..n {
@@ -306,8 +315,8 @@ fn check_quantized_linear(kernel: Kernel, ty: QuantType, m: usize, k: usize, n: 
             let mut bound = 0.0f32;
             let mut magnitude = bias.as_ref().map_or(0.0, |b| b[j].abs());
             for (xb, wb) in x_row
-                .chunks(ACTIVATION_BLOCK)
-                .zip(w_row.chunks(ACTIVATION_BLOCK))
+                .chunks(activation_block)
+                .zip(w_row.chunks(activation_block))
             {
                 let absmax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
                 let w_sum: f32 = wb.iter().map(|v| v.abs()).sum();
@@ -539,7 +548,8 @@ fn vector_activation_rounding_equals_the_scalar_rounding() {
         return;
     }
     let mut rng = rng(41);
-    let mut x = uniform(&mut rng, 32 * 300, -4.0, 4.0);
+    // 38 groups of 256 values.
+    let mut x = uniform(&mut rng, 32 * 304, -4.0, 4.0);
     // A block of exact ties both ways (absmax 127, so the levels are the values themselves,
     // all k + 0.5), a zero block and a block of one non-zero value.
     for (i, v) in x[..32].iter_mut().enumerate() {
@@ -548,25 +558,47 @@ fn vector_activation_rounding_equals_the_scalar_rounding() {
     x[31] = 127.0;
     x[32..96].fill(0.0);
     x[64] = -3.0;
+    // A zero group of 256.
+    x[512..768].fill(0.0);
     let blocks = x.len() / 32;
-    let mut scalar = (
-        vec![0u8; x.len()],
-        vec![0.0f32; blocks],
-        vec![0.0f32; blocks],
-    );
-    let mut vector = (
-        vec![0u8; x.len()],
-        vec![0.0f32; blocks],
-        vec![0.0f32; blocks],
-    );
-    crate::quant::matmul::round_blocks(&x, &mut scalar.0, &mut scalar.1, &mut scalar.2);
-    // SAFETY: AVX-512 is supported (checked above).
-    unsafe {
-        crate::quant::matmul::x86::round_blocks(&x, &mut vector.0, &mut vector.1, &mut vector.2)
-    };
-    assert_eq!(scalar.0, vector.0, "levels");
-    assert_eq!(scalar.1, vector.1, "scales");
-    assert_eq!(scalar.2, vector.2, "scaled sums");
+    for blocks_per_scale in [1, 8] {
+        let round = |vector: bool| {
+            let mut rounded = (
+                vec![0u8; x.len()],
+                vec![0.0f32; blocks / blocks_per_scale],
+                vec![0.0f32; blocks],
+            );
+            let (quants, scales, sums) = (&mut rounded.0, &mut rounded.1, &mut rounded.2);
+            if vector {
+                // SAFETY: AVX-512 is supported (checked above).
+                unsafe {
+                    crate::quant::matmul::x86::round_blocks(
+                        &x,
+                        quants,
+                        scales,
+                        sums,
+                        blocks_per_scale,
+                    )
+                }
+            } else {
+                crate::quant::matmul::round_blocks(&x, quants, scales, sums, blocks_per_scale)
+            }
+            rounded
+        };
+        let (scalar, vector) = (round(false), round(true));
+        assert_eq!(
+            scalar.0, vector.0,
+            "levels, {blocks_per_scale} blocks per scale"
+        );
+        assert_eq!(
+            scalar.1, vector.1,
+            "scales, {blocks_per_scale} blocks per scale"
+        );
+        assert_eq!(
+            scalar.2, vector.2,
+            "scaled sums, {blocks_per_scale} blocks per scale"
+        );
+    }
 }
 
 /// The AVX2 sub-block fit writes the portable fit's bytes (which the golden test ties to
