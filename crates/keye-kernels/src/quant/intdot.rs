@@ -256,6 +256,13 @@ pub(crate) trait IntDot: Copy {
     ) -> Self::Chains;
 }
 
+/// Which half of [`IntDot::q4k_dot`]'s 16 lanes sums sub-block `j`: 0 for sub-blocks 0, 1, 4
+/// and 5, 1 for 2, 3, 6 and 7.
+#[inline(always)]
+const fn q4k_lane_half(j: usize) -> usize {
+    j / 2 % 2
+}
+
 /// Accumulator chains of every GEMV sum (one chain alone would wait on each FMA in turn).
 pub(super) const CHAINS: usize = 4;
 
@@ -439,7 +446,7 @@ impl IntDot for Scalar {
             // SAFETY: caller guarantees the super-block's 256 activation bytes.
             let activations = unsafe { self.load(a.add(q4k_activation_offset(j))) };
             let sums = self.dot_unsigned(levels, activations);
-            for (lane, sum) in lanes[j / 2 % 2].iter_mut().zip(sums) {
+            for (lane, sum) in lanes[q4k_lane_half(j)].iter_mut().zip(sums) {
                 *lane += scale * sum;
             }
         }
@@ -705,12 +712,6 @@ mod x86 {
         };
     }
 
-    /// The eight `Q4_K` sub-block scales as i16, in both 128-bit halves.
-    #[inline(always)]
-    fn narrow_q4k_scales(packed: u64) -> __m256i {
-        unsafe { _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(packed as i64))) }
-    }
-
     /// [`IntDot::q4k_dot`] on 256-bit vectors: per sub-block, `vpmaddubsw` pair sums (at most
     /// 2 · 15 · 127, no saturation) times the sub-block's scale in `vpmaddwd` (`VNNI`:
     /// `vpdpwssd`, which also adds).
@@ -731,7 +732,7 @@ mod x86 {
                 let pairs = _mm256_maddubs_epi16(levels, d.load(a.add(q4k_activation_offset(j))));
                 let scale =
                     _mm256_shuffle_epi8(scales, _mm256_set1_epi16(0x0100 + 0x0202 * j as i16));
-                let half = &mut lanes[j / 2 % 2];
+                let half = &mut lanes[q4k_lane_half(j)];
                 *half = if VNNI {
                     _mm256_dpwssd_avx_epi32(*half, pairs, scale)
                 } else {
@@ -742,52 +743,49 @@ mod x86 {
         }
     }
 
+    /// [`IntDot`]'s `Q4_K` scales and dot of a 256-bit level: the eight scales as i16 in both
+    /// 128-bit halves, and [`narrow_q4k_dot`] (`VNNI`: with `vpdpwssd`).
+    macro_rules! narrow_q4k {
+        ($vnni:literal) => {
+            type Q4kScales = __m256i;
+
+            #[inline(always)]
+            fn q4k_scales(self, packed: u64) -> __m256i {
+                unsafe {
+                    _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(packed as i64)))
+                }
+            }
+            #[inline(always)]
+            unsafe fn q4k_dot(
+                self,
+                levels: &[__m256i; 8],
+                scales: &__m256i,
+                a: *const u8,
+            ) -> [__m256i; 2] {
+                // SAFETY: forwarded; the token proves the level's instructions.
+                unsafe { narrow_q4k_dot::<Self, $vnni>(self, levels, *scales, a) }
+            }
+        };
+    }
+
     impl IntDot for Avx2 {
         common_x86!();
         narrow_pairs!();
-        type Q4kScales = __m256i;
+        narrow_q4k!(false);
         #[inline(always)]
         fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
             // Pair sums are at most 2 · 128 · 127 (|a| <= 127), inside i16: no saturation.
             unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1)) }
-        }
-        #[inline(always)]
-        fn q4k_scales(self, packed: u64) -> __m256i {
-            narrow_q4k_scales(packed)
-        }
-        #[inline(always)]
-        unsafe fn q4k_dot(
-            self,
-            levels: &[__m256i; 8],
-            scales: &__m256i,
-            a: *const u8,
-        ) -> [__m256i; 2] {
-            // SAFETY: forwarded; the token proves AVX2.
-            unsafe { narrow_q4k_dot::<Self, false>(self, levels, *scales, a) }
         }
     }
 
     impl IntDot for AvxVnni {
         common_x86!();
         narrow_pairs!();
-        type Q4kScales = __m256i;
+        narrow_q4k!(true);
         #[inline(always)]
         fn dot_unsigned(self, w: __m256i, a: __m256i) -> __m256i {
             unsafe { _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w, a) }
-        }
-        #[inline(always)]
-        fn q4k_scales(self, packed: u64) -> __m256i {
-            narrow_q4k_scales(packed)
-        }
-        #[inline(always)]
-        unsafe fn q4k_dot(
-            self,
-            levels: &[__m256i; 8],
-            scales: &__m256i,
-            a: *const u8,
-        ) -> [__m256i; 2] {
-            // SAFETY: forwarded; the token proves AVX-VNNI.
-            unsafe { narrow_q4k_dot::<Self, true>(self, levels, *scales, a) }
         }
     }
 

@@ -579,6 +579,7 @@ unsafe fn group_step<D: IntDot, const T: usize, const SIGNED: bool, const PAIRS:
 /// As [`block_dots`].
 #[inline(always)]
 unsafe fn q4k_dots<D: IntDot, const T: usize>(d: D, row: &[u8], a: &Tile) -> Dots {
+    const SUB_BLOCKS: usize = QuantType::Q4K.block_values() / ACTIVATION_BLOCK;
     let block_bytes = QuantType::Q4K.block_bytes();
     let super_blocks = a.k / QuantType::Q4K.block_values();
     let mut sums = [d.q4k_zero(); T];
@@ -600,7 +601,7 @@ unsafe fn q4k_dots<D: IntDot, const T: usize>(d: D, row: &[u8], a: &Tile) -> Dot
                 let products = d.q4k_dot(&levels, &sub_scales, quants);
                 let scale = super_scale * *a.scales.add(t * super_blocks + s);
                 sums[t] = d.q4k_scale_add(sums[t], products, scale);
-                let scaled_sums = d.load_floats(a.scaled_sums.add(t * a.blocks + 8 * s));
+                let scaled_sums = d.load_floats(a.scaled_sums.add(t * a.blocks + s * SUB_BLOCKS));
                 mins[t] = d.mul_add(sub_mins, scaled_sums, mins[t]);
             }
         }
