@@ -26,6 +26,8 @@ use std::cell::RefCell;
 
 use half::bf16;
 
+#[cfg(target_arch = "x86_64")]
+use crate::amx;
 use crate::error::KernelError;
 use crate::linear::{STREAMING_MAX_ROWS, Weights, fill_with_bias, linear_at, validate};
 use crate::simd::SimdLevel;
@@ -82,7 +84,8 @@ pub(crate) fn linear_bf16_products_at(
     #[cfg(target_arch = "x86_64")]
     if x86::is_supported(level) {
         if m >= PRODUCT_MIN_ROWS {
-            x86::linear(x, m, k, w, n, bias, out);
+            let amx = level >= SimdLevel::Amx && SimdLevel::Amx.is_supported() && n >= amx::BLOCK;
+            x86::linear(x, m, k, w, n, bias, out, amx);
         } else {
             x86::stream(x, m, k, w, n, bias, out);
         }
@@ -142,6 +145,14 @@ pub(crate) mod x86 {
         _mm512_setzero_si512, _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
     };
 
+    use std::arch::x86_64::{
+        __mmask16, _mm512_add_ps, _mm512_castpd_ps, _mm512_castps_pd, _mm512_mask_storeu_ps,
+        _mm512_shuffle_f32x4, _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd,
+        _mm512_unpacklo_ps,
+    };
+    use std::ops::Range;
+    use std::sync::OnceLock;
+
     use rayon::prelude::*;
 
     use super::*;
@@ -158,8 +169,11 @@ pub(crate) mod x86 {
         static ROWS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Weight rows per streaming register tile, interleaved so four sums are in flight.
+    /// Weight rows per streaming register tile with several activation rows, interleaved so
+    /// four sums are in flight.
     const STREAM_WEIGHT_ROWS: usize = 4;
+    /// The most weight rows a streaming tile reads side by side (one activation row on Intel).
+    const MAX_STREAM_WEIGHT_ROWS: usize = 8;
     /// Activation rows per streaming register tile: 4 × 4 accumulators.
     const STREAM_ACTIVATION_ROWS: usize = 4;
 
@@ -179,14 +193,15 @@ pub(crate) mod x86 {
         rows.extend(x.iter().map(|&v| bf16_bits(v)));
         let chunk = n
             .div_ceil(threads() * 16)
-            .next_multiple_of(STREAM_WEIGHT_ROWS);
-        // One activation row (decode) takes the weight rows one after another, so each task
-        // reads a single sequential stream: against rows read side by side on Zen 5, 1.13 and
-        // 1.21 times the speed over the 8B decode matrices (two runs). With more rows the
-        // side-by-side tile wins (it loads each activation vector once for four weight rows).
-        // Each output is one accumulator summed in order either way, so a row's result is the
-        // same in both.
-        let tile_weight_rows = if m == 1 { 1 } else { STREAM_WEIGHT_ROWS };
+            .next_multiple_of(MAX_STREAM_WEIGHT_ROWS);
+        // With more than one activation row the side-by-side tile wins (it loads each activation
+        // vector once for four weight rows). Each output is one accumulator summed in order
+        // whatever the tile, so a row's result is the same in all of them.
+        let tile_weight_rows = if m == 1 {
+            one_row_weight_rows()
+        } else {
+            STREAM_WEIGHT_ROWS
+        };
         let out = SharedMut::new(out);
         let activations = &rows;
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|task| {
@@ -220,6 +235,25 @@ pub(crate) mod x86 {
         ROWS.with(|cell| *cell.borrow_mut() = rows);
     }
 
+    /// Weight rows a task reads side by side for one activation row (decode), by CPU vendor.
+    /// On Zen 5 one row after another, a single sequential stream per thread, ran 1.13 and
+    /// 1.21 times as fast as four side by side over the 8B decode matrices (two runs); on a
+    /// Xeon with AMX (KVM guest) eight side by side ran 1.46 times as fast as one and 1.06
+    /// times as fast as four (`cargo bench -p keye-kernels -- "linear gemv"`).
+    fn one_row_weight_rows() -> usize {
+        static ROWS: OnceLock<usize> = OnceLock::new();
+        *ROWS.get_or_init(|| {
+            let vendor = std::arch::x86_64::__cpuid(0);
+            let amd = [vendor.ebx, vendor.edx, vendor.ecx]
+                == [
+                    u32::from_le_bytes(*b"Auth"),
+                    u32::from_le_bytes(*b"enti"),
+                    u32::from_le_bytes(*b"cAMD"),
+                ];
+            if amd { 1 } else { MAX_STREAM_WEIGHT_ROWS }
+        })
+    }
+
     struct StreamTile<'a> {
         /// Activation rows rounded to bf16 (bits), `k` each.
         activations: &'a [u16],
@@ -232,16 +266,17 @@ pub(crate) mod x86 {
         /// `sums[r][t]`: weight row `r` dotted with activation row `t`.
         ///
         /// # Safety
-        /// AVX-512 F and BF16 are supported; `weight_rows <= STREAM_WEIGHT_ROWS` and
+        /// AVX-512 F and BF16 are supported; `weight_rows <= MAX_STREAM_WEIGHT_ROWS` and
         /// `activation_rows <= STREAM_ACTIVATION_ROWS` match the slices.
         unsafe fn sums(
             &self,
             weight_rows: usize,
             activation_rows: usize,
-        ) -> [[f32; STREAM_ACTIVATION_ROWS]; STREAM_WEIGHT_ROWS] {
+        ) -> [[f32; STREAM_ACTIVATION_ROWS]; MAX_STREAM_WEIGHT_ROWS] {
             // SAFETY: forwarded.
             unsafe {
                 match (weight_rows, activation_rows) {
+                    (8, 1) => self.run::<8, 1>(),
                     (4, 4) => self.run::<4, 4>(),
                     (4, 3) => self.run::<4, 3>(),
                     (4, 2) => self.run::<4, 2>(),
@@ -259,8 +294,8 @@ pub(crate) mod x86 {
         #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
         unsafe fn run<const R: usize, const T: usize>(
             &self,
-        ) -> [[f32; STREAM_ACTIVATION_ROWS]; STREAM_WEIGHT_ROWS] {
-            let mut sums = [[0.0f32; STREAM_ACTIVATION_ROWS]; STREAM_WEIGHT_ROWS];
+        ) -> [[f32; STREAM_ACTIVATION_ROWS]; MAX_STREAM_WEIGHT_ROWS] {
+            let mut sums = [[0.0f32; STREAM_ACTIVATION_ROWS]; MAX_STREAM_WEIGHT_ROWS];
             let k = self.k;
             let groups = if R == 1 { self.weights.len() / k } else { 1 };
             for group in 0..groups {
@@ -316,7 +351,9 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Shapes validated, all positive; the CPU has AVX-512 F and BF16.
+    /// Shapes validated, all positive; the CPU has AVX-512 F and BF16, and AMX when `amx` (then
+    /// also `n >= amx::BLOCK`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn linear(
         x: &[f32],
         m: usize,
@@ -325,8 +362,14 @@ pub(crate) mod x86 {
         n: usize,
         bias: Option<&[f32]>,
         out: &mut [f32],
+        amx: bool,
     ) {
-        let pairs = k.div_ceil(2);
+        // AMX reads whole steps of depth from the panels: their pairs past `k` are zeros.
+        let pairs = if amx {
+            k.next_multiple_of(amx::STEP) / 2
+        } else {
+            k.div_ceil(2)
+        };
         let panel_words = pairs * PANEL_ROWS;
         let panel_count = m.div_ceil(PANEL_ROWS);
         let mut panels = PANELS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
@@ -339,10 +382,11 @@ pub(crate) mod x86 {
             .for_each(|(panel, rows)| unsafe { transpose_rounded(rows, k, panel) });
 
         // About 16 tasks per thread, in whole tiles, so rayon can balance uneven progress.
+        let tile_columns = if amx { amx::BLOCK } else { TILE_COLUMNS };
         let columns_per_task = n
             .div_ceil(threads() * 16)
-            .next_multiple_of(TILE_COLUMNS)
-            .max(TILE_COLUMNS);
+            .next_multiple_of(tile_columns)
+            .max(tile_columns);
         // Every weight tile passes over the panels of one pass in turn, so a pass must stay in
         // the last-level cache: all of a 1280-token image's MLP input (5120 × 4304 values,
         // 44 MB of panels) streamed from memory once per tile ran at a quarter of the peak.
@@ -356,6 +400,21 @@ pub(crate) mod x86 {
                 .for_each(|task| {
                     let first = task * columns_per_task;
                     let end = (first + columns_per_task).min(n);
+                    if amx {
+                        let tiles = AmxTiles {
+                            panels: panels_ref,
+                            panel_words,
+                            m,
+                            k,
+                            w,
+                            n,
+                            bias,
+                        };
+                        // SAFETY: AMX is usable (the caller checked); `first..end` are this
+                        // task's own columns.
+                        unsafe { tiles.columns(first..end, pass.clone(), out) };
+                        return;
+                    }
                     let mut column = first;
                     while column < end {
                         let columns = TILE_COLUMNS.min(end - column);
@@ -386,6 +445,172 @@ pub(crate) mod x86 {
                 });
         }
         PANELS.with(|cell| *cell.borrow_mut() = panels);
+    }
+
+    /// The panel product on AMX tiles: blocks of [`amx::BLOCK`] weight rows by one panel.
+    struct AmxTiles<'a> {
+        panels: &'a [u32],
+        panel_words: usize,
+        m: usize,
+        k: usize,
+        w: &'a [bf16],
+        n: usize,
+        bias: Option<&'a [f32]>,
+    }
+
+    impl AmxTiles<'_> {
+        /// Output columns `columns` of the rows in the panels `pass`.
+        ///
+        /// # Safety
+        /// AMX is usable, `n >= amx::BLOCK`, and no other task writes these columns.
+        unsafe fn columns(&self, columns: Range<usize>, pass: Range<usize>, out: SharedMut) {
+            let k = self.k;
+            let steps = k / amx::STEP;
+            let tail_values = k - steps * amx::STEP;
+            let mut tail = [[0u16; amx::STEP]; amx::BLOCK];
+            let mut sums = [[0.0f32; amx::BLOCK]; amx::BLOCK];
+            let mut column = columns.start;
+            while column < columns.end {
+                // A block needs 32 whole weight rows: the last, short one starts early and
+                // recomputes columns already written (the same sums), writing only its new ones.
+                let block = column.min(self.n - amx::BLOCK);
+                let weights = &self.w[block * k..(block + amx::BLOCK) * k];
+                if tail_values > 0 {
+                    for (tail, row) in tail.iter_mut().zip(weights.chunks_exact(k)) {
+                        for (t, w) in tail.iter_mut().zip(&row[steps * amx::STEP..]) {
+                            *t = w.to_bits();
+                        }
+                    }
+                }
+                for panel in pass.clone() {
+                    let operands = amx::Bf16Block {
+                        weights: weights.as_ptr().cast(),
+                        row_bytes: 2 * k,
+                        steps,
+                        tail: if tail_values > 0 {
+                            tail.as_ptr().cast()
+                        } else {
+                            std::ptr::null()
+                        },
+                        panel: self.panels[panel * self.panel_words..].as_ptr(),
+                    };
+                    // SAFETY: 32 weight rows of `k` values; the panel holds `k` rounded up to
+                    // whole steps of pairs; AMX is usable (the caller guarantees it).
+                    unsafe {
+                        amx::bf16_block(&operands, &mut sums);
+                        let rows = PANEL_ROWS.min(self.m - panel * PANEL_ROWS);
+                        let written = OutputBlock {
+                            first_row: panel * PANEL_ROWS,
+                            rows,
+                            first_column: block,
+                            new_from: column - block,
+                        };
+                        written.store(&sums, self.bias, out, self.n);
+                    }
+                }
+                column = (block + amx::BLOCK).min(columns.end);
+            }
+        }
+    }
+
+    /// Where a block's `sums[weight row][activation row]` go in the output.
+    struct OutputBlock {
+        first_row: usize,
+        rows: usize,
+        first_column: usize,
+        /// Columns of the block below this one were written by an earlier block.
+        new_from: usize,
+    }
+
+    impl OutputBlock {
+        /// `out[row][column] = sums[column][row] + bias[column]`, 16 × 16 sums transposed in
+        /// registers at a time.
+        ///
+        /// # Safety
+        /// AVX-512 F is supported; the block's rows and columns are inside `out` (`n` columns)
+        /// and no other task writes its new columns.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store(
+            &self,
+            sums: &[[f32; amx::BLOCK]; amx::BLOCK],
+            bias: Option<&[f32]>,
+            out: SharedMut,
+            n: usize,
+        ) {
+            for half in 0..2 {
+                let first = 16 * half;
+                let skipped = self.new_from.saturating_sub(first).min(16);
+                let mask: __mmask16 = (u32::from(u16::MAX) << skipped) as u16;
+                if mask == 0 {
+                    continue;
+                }
+                let bias = match bias {
+                    // SAFETY: the block's 32 columns are inside `bias` (`n` values).
+                    Some(b) => unsafe { _mm512_loadu_ps(b[self.first_column + first..].as_ptr()) },
+                    None => _mm512_setzero_ps(),
+                };
+                for quarter in 0..2 {
+                    let rows = std::array::from_fn(|i| {
+                        // SAFETY: 16 of the 32 values of a sum row.
+                        unsafe { _mm512_loadu_ps(sums[first + i][16 * quarter..].as_ptr()) }
+                    });
+                    let columns = transpose(rows);
+                    for (j, &values) in columns.iter().enumerate() {
+                        let t = 16 * quarter + j;
+                        if t >= self.rows {
+                            break;
+                        }
+                        let row = self.first_row + t;
+                        // SAFETY: row < m and the 16 columns are inside the output row; the
+                        // masked-off ones (written before) are not touched.
+                        unsafe {
+                            let at = out.get().add(row * n + self.first_column + first);
+                            _mm512_mask_storeu_ps(at, mask, _mm512_add_ps(values, bias));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 16 × 16 transpose of `rows`: in-lane 32- and 64-bit interleaves, then two rounds of
+    /// 128-bit lane shuffles.
+    #[inline(always)]
+    fn transpose(rows: [__m512; 16]) -> [__m512; 16] {
+        // SAFETY: AVX-512 F is supported (the only caller runs with it).
+        unsafe {
+            let pairs: [__m512; 16] = std::array::from_fn(|i| {
+                let (a, b) = (rows[i & !1], rows[i | 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            // quads[4g + c], 128-bit lane L: column 4L + c of rows 4g..4g + 4.
+            let quads: [__m512; 16] = std::array::from_fn(|i| {
+                let (g, c) = (i / 4, i % 4);
+                let a = _mm512_castps_pd(pairs[4 * g + c / 2]);
+                let b = _mm512_castps_pd(pairs[4 * g + 2 + c / 2]);
+                _mm512_castpd_ps(if c % 2 == 0 {
+                    _mm512_unpacklo_pd(a, b)
+                } else {
+                    _mm512_unpackhi_pd(a, b)
+                })
+            });
+            let mut columns = [_mm512_setzero_ps(); 16];
+            for c in 0..4 {
+                let even_low = _mm512_shuffle_f32x4::<0x88>(quads[c], quads[4 + c]);
+                let even_high = _mm512_shuffle_f32x4::<0x88>(quads[8 + c], quads[12 + c]);
+                let odd_low = _mm512_shuffle_f32x4::<0xdd>(quads[c], quads[4 + c]);
+                let odd_high = _mm512_shuffle_f32x4::<0xdd>(quads[8 + c], quads[12 + c]);
+                columns[c] = _mm512_shuffle_f32x4::<0x88>(even_low, even_high);
+                columns[8 + c] = _mm512_shuffle_f32x4::<0xdd>(even_low, even_high);
+                columns[4 + c] = _mm512_shuffle_f32x4::<0x88>(odd_low, odd_high);
+                columns[12 + c] = _mm512_shuffle_f32x4::<0xdd>(odd_low, odd_high);
+            }
+            columns
+        }
     }
 
     /// Rounds up to [`PANEL_ROWS`] activation rows to bf16 and writes them as `[pairs][PANEL_ROWS]`

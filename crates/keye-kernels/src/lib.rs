@@ -25,6 +25,7 @@
 //! head-major `[kv_heads, capacity, head_dim]`.
 
 mod activation;
+mod amx;
 mod attention;
 mod attention_bf16;
 mod bf16_products;

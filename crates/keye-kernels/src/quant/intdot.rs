@@ -67,7 +67,9 @@ impl IntLevel {
     pub(crate) fn for_simd(level: crate::SimdLevel) -> IntLevel {
         use crate::SimdLevel;
         let candidates: &[IntLevel] = match level {
-            SimdLevel::Avx512 => &[IntLevel::Avx512Vnni, IntLevel::AvxVnni, IntLevel::Avx2],
+            SimdLevel::Avx512 | SimdLevel::Amx => {
+                &[IntLevel::Avx512Vnni, IntLevel::AvxVnni, IntLevel::Avx2]
+            }
             SimdLevel::Avx2 => &[IntLevel::AvxVnni, IntLevel::Avx2],
             _ => &[],
         };

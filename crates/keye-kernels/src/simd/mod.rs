@@ -25,9 +25,12 @@ pub enum SimdLevel {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL: 16 f32 lanes, 32 registers.
     Avx512,
+    /// [`SimdLevel::Avx512`] plus AMX tiles with bf16 (Sapphire Rapids and later), which only
+    /// the many-row bf16 products use; every other kernel runs its AVX-512 code.
+    Amx,
 }
 
-/// Environment variable that caps the detected level (`scalar`, `avx2` or `avx512`), for
+/// Environment variable that caps the detected level (`scalar`, `avx2`, `avx512` or `amx`), for
 /// comparing levels and for ruling out a miscompiled SIMD path when chasing a numeric difference.
 pub const SIMD_LEVEL_ENV: &str = "KEYE_SIMD";
 
@@ -51,7 +54,7 @@ impl SimdLevel {
 
     /// Every level this CPU can run, lowest first.
     pub fn supported() -> Vec<SimdLevel> {
-        [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512]
+        Self::ALL
             .into_iter()
             .filter(|level| level.is_supported())
             .collect()
@@ -65,6 +68,8 @@ impl SimdLevel {
             SimdLevel::Avx2 => x86::Avx2::is_supported(),
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512 => x86::Avx512::is_supported(),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Amx => x86::Avx512::is_supported() && crate::amx::is_supported(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -76,14 +81,22 @@ impl SimdLevel {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512 => "avx512",
+            SimdLevel::Amx => "amx",
         }
     }
 
     fn from_name(name: &str) -> Option<SimdLevel> {
-        [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512]
+        Self::ALL
             .into_iter()
             .find(|level| level.name().eq_ignore_ascii_case(name.trim()))
     }
+
+    const ALL: [SimdLevel; 4] = [
+        SimdLevel::Scalar,
+        SimdLevel::Avx2,
+        SimdLevel::Avx512,
+        SimdLevel::Amx,
+    ];
 
     fn best_supported() -> SimdLevel {
         Self::supported().pop().unwrap_or(SimdLevel::Scalar)
@@ -101,7 +114,9 @@ impl SimdLevel {
         match runnable {
             // SAFETY: `runnable` is supported by this CPU.
             #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx512 => Token::Avx512(unsafe { x86::Avx512::new_unchecked() }),
+            SimdLevel::Avx512 | SimdLevel::Amx => {
+                Token::Avx512(unsafe { x86::Avx512::new_unchecked() })
+            }
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx2 => Token::Avx2(unsafe { x86::Avx2::new_unchecked() }),
