@@ -60,7 +60,20 @@ pub(crate) fn attention_segments_bf16_products_at(
     validate_segments(q, k, v, heads, head_dim, cu_seqlens, out)?;
     #[cfg(target_arch = "x86_64")]
     if head_dim.is_multiple_of(2) && head_dim <= x86::MAX_HEAD_DIM && x86::is_supported(level) {
-        x86::attention(q, k, v, heads, head_dim, cu_seqlens, scale, out);
+        let problem = x86::Problem {
+            q,
+            k,
+            v,
+            heads,
+            head_dim,
+            cu_seqlens,
+            scale,
+        };
+        if level >= SimdLevel::Amx && SimdLevel::Amx.is_supported() {
+            x86::attention_amx(&problem, out);
+        } else {
+            x86::attention(&problem, out);
+        }
         return Ok(());
     }
     // Taken out of the cell, not borrowed, so a nested call on this thread allocates its own.
@@ -80,15 +93,16 @@ pub(crate) fn attention_segments_bf16_products_at(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m512, __m512bh, __m512i, _mm512_and_si512, _mm512_dpbf16_ps, _mm512_loadu_ps,
-        _mm512_loadu_si512, _mm512_mul_ps, _mm512_or_si512, _mm512_set1_epi32, _mm512_setzero_ps,
-        _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
+        __m512, __m512bh, __m512i, _mm512_and_si512, _mm512_dpbf16_ps, _mm512_fmadd_ps,
+        _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_or_si512, _mm512_set1_epi32,
+        _mm512_setzero_ps, _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
     };
     use std::ops::Range;
 
     use rayon::prelude::*;
 
     use super::*;
+    use crate::amx;
     use crate::attention::{MAX_ROWS, RowSet, SoftmaxColumns, segment_tasks, softmax_block_wide};
     use crate::bf16_products::bf16_bits;
     use crate::bf16_products::x86::rounded_bits;
@@ -122,18 +136,28 @@ mod x86 {
         scale: f32,
     }
 
+    /// The arguments of one call, validated.
+    pub(super) struct Problem<'a> {
+        pub q: &'a [f32],
+        pub k: &'a [f32],
+        pub v: &'a [f32],
+        pub heads: usize,
+        pub head_dim: usize,
+        pub cu_seqlens: &'a [usize],
+        pub scale: f32,
+    }
+
     /// Shapes validated; `head_dim` even; the CPU has AVX-512 F and BF16.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn attention(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        heads: usize,
-        head_dim: usize,
-        cu_seqlens: &[usize],
-        scale: f32,
-        out: &mut [f32],
-    ) {
+    pub(super) fn attention(problem: &Problem<'_>, out: &mut [f32]) {
+        let &Problem {
+            q,
+            k,
+            v,
+            heads,
+            head_dim,
+            cu_seqlens,
+            scale,
+        } = problem;
         let tokens = q.len() / (heads * head_dim);
         let value_stride = tokens + 1;
         let mut buffers = OPERANDS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
@@ -254,6 +278,206 @@ mod x86 {
             for c in 0..d {
                 // SAFETY: this task owns the row at `offset`, `d` floats.
                 unsafe { *out.add(offset + c) = outputs[c * padded + r] * inverse };
+            }
+        }
+    }
+
+    /// Keys and values rounded once per call for the AMX tiles, shared by every task. Both
+    /// are padded with zeros: the head dimension to whole depth steps ([`amx::STEP`]) and the
+    /// tokens by one block ([`amx::BLOCK`]), so that a block of keys at the end of a segment
+    /// reads only zeros or finite values past it (whose weights are zero).
+    struct TileOperands<'a> {
+        /// `[head][tokens + BLOCK][depth]`.
+        keys: &'a [u16],
+        /// Transposed: `[head][depth][tokens + BLOCK]`.
+        values: &'a [u16],
+        tokens: usize,
+        depth: usize,
+    }
+
+    impl TileOperands<'_> {
+        fn key_row(&self, head: usize, token: usize) -> usize {
+            (head * (self.tokens + amx::BLOCK) + token) * self.depth
+        }
+
+        fn value_row(&self, head: usize, dim: usize) -> usize {
+            (head * self.depth + dim) * (self.tokens + amx::BLOCK)
+        }
+    }
+
+    /// [`attention`] with both products of each key block on AMX tiles: scores of 32 keys ×
+    /// 32 queries per [`amx::bf16_block`] land in the wide layout `[key][query]` the shared
+    /// softmax reads, and the packed weights are the panel of the weighted sum of values.
+    ///
+    /// Shapes validated; `head_dim` even and at most [`MAX_HEAD_DIM`]; AMX is usable.
+    pub(super) fn attention_amx(problem: &Problem<'_>, out: &mut [f32]) {
+        let &Problem {
+            k,
+            v,
+            heads,
+            head_dim,
+            cu_seqlens,
+            ..
+        } = problem;
+        let tokens = k.len() / (heads * head_dim);
+        let depth = head_dim.next_multiple_of(amx::STEP);
+        let padded_tokens = tokens + amx::BLOCK;
+        let mut buffers = OPERANDS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        let [keys, values] = &mut buffers;
+        keys.clear();
+        keys.resize(heads * padded_tokens * depth, 0);
+        keys.par_chunks_mut(depth)
+            .enumerate()
+            .for_each(|(row, target)| {
+                let (h, t) = (row / padded_tokens, row % padded_tokens);
+                if t < tokens {
+                    let source = &k[(t * heads + h) * head_dim..][..head_dim];
+                    for (slot, &x) in target.iter_mut().zip(source) {
+                        *slot = bf16_bits(x);
+                    }
+                }
+            });
+        values.clear();
+        values.resize(heads * depth * padded_tokens, 0);
+        values
+            .par_chunks_mut(padded_tokens)
+            .enumerate()
+            .for_each(|(row, target)| {
+                let (h, c) = (row / depth, row % depth);
+                if c < head_dim {
+                    for (t, slot) in target[..tokens].iter_mut().enumerate() {
+                        *slot = bf16_bits(v[(t * heads + h) * head_dim + c]);
+                    }
+                }
+            });
+        let operands = TileOperands {
+            keys,
+            values,
+            tokens,
+            depth,
+        };
+        let row_stride = heads * head_dim;
+        let out = SharedMut::new(out);
+        segment_tasks(heads, cu_seqlens)
+            .into_par_iter()
+            .for_each(|(segment, head, queries)| {
+                for first in queries.clone().step_by(amx::BLOCK) {
+                    let panel = first..(first + amx::BLOCK).min(queries.end);
+                    let rows =
+                        RowSet::new(panel.map(|t| (t * row_stride + head * head_dim, segment.end)));
+                    // SAFETY: AVX-512 and AMX are usable (the caller checked); each task owns
+                    // the output rows of its own (head, queries).
+                    unsafe {
+                        attend_amx(&operands, problem, head, &rows, segment.clone(), out.get())
+                    };
+                }
+            });
+        OPERANDS.with(|cell| *cell.borrow_mut() = buffers);
+    }
+
+    /// [`attend`] on AMX tiles for at most [`amx::BLOCK`] rows.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/BF16 and AMX are usable; no other task writes these rows of `out`.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn attend_amx(
+        o: &TileOperands<'_>,
+        problem: &Problem<'_>,
+        head: usize,
+        rows: &RowSet,
+        segment: Range<usize>,
+        out: *mut f32,
+    ) {
+        const PANEL: usize = amx::BLOCK;
+        const KEY_TILES: usize = KEY_BLOCK / amx::BLOCK;
+        let d = problem.head_dim;
+        // SAFETY: the CPU has AVX-512 F/BW/VL (the caller checked).
+        let s = unsafe { Avx512::new_unchecked() };
+        // Queries rounded and transposed into the panel `[depth / 2][PANEL]`, zeros past `d`
+        // and past the rows.
+        let mut queries = [0u32; MAX_HEAD_DIM / 2 * PANEL];
+        for (r, &offset) in rows.offsets[..rows.len].iter().enumerate() {
+            let row = &problem.q[offset..offset + d];
+            for p in 0..d / 2 {
+                queries[p * PANEL + r] =
+                    u32::from(bf16_bits(row[2 * p])) | (u32::from(bf16_bits(row[2 * p + 1])) << 16);
+            }
+        }
+        let mut outputs = [[[0.0f32; PANEL]; amx::BLOCK]; MAX_HEAD_DIM / amx::BLOCK];
+        let mut scores = [[[0.0f32; PANEL]; amx::BLOCK]; KEY_TILES];
+        let mut weights = [0u32; KEY_BLOCK / 2 * PANEL];
+        let mut sums = [[0.0f32; PANEL]; amx::BLOCK];
+        let mut columns = SoftmaxColumns::new();
+        let dim_blocks = o.depth / amx::BLOCK;
+
+        let mut block = segment.start;
+        while block < segment.end {
+            let count = KEY_BLOCK.min(segment.end - block);
+            let key_tiles = count.div_ceil(amx::BLOCK);
+            // SAFETY: every operand read is inside the padded keys, values and local buffers
+            // (a block's last tile reads at most `BLOCK - 1` tokens past the segment); AMX is
+            // usable.
+            unsafe {
+                for (tile, scores) in scores[..key_tiles].iter_mut().enumerate() {
+                    let keys = amx::Bf16Block {
+                        weights: o.keys[o.key_row(head, block + tile * amx::BLOCK)..].as_ptr(),
+                        row_bytes: 2 * o.depth,
+                        steps: o.depth / amx::STEP,
+                        tail: std::ptr::null(),
+                        panel: queries.as_ptr(),
+                    };
+                    amx::bf16_block(&keys, scores);
+                }
+                let flat = scores.as_flattened_mut().as_flattened_mut();
+                softmax_block_wide(
+                    s,
+                    &mut flat[..count * PANEL],
+                    PANEL,
+                    count,
+                    block,
+                    rows,
+                    problem.scale,
+                    &mut columns,
+                );
+                pack_weights(flat, count, PANEL, &mut weights);
+                // The tiles read whole steps of keys: the pairs past `count` weigh nothing.
+                weights[count.div_ceil(2) * PANEL..key_tiles * amx::STEP / 2 * PANEL].fill(0);
+                for (dim_block, outputs) in outputs[..dim_blocks].iter_mut().enumerate() {
+                    let values = amx::Bf16Block {
+                        weights: o.values[o.value_row(head, dim_block * amx::BLOCK) + block..]
+                            .as_ptr(),
+                        row_bytes: 2 * (o.tokens + amx::BLOCK),
+                        steps: key_tiles,
+                        tail: std::ptr::null(),
+                        panel: weights.as_ptr(),
+                    };
+                    amx::bf16_block(&values, &mut sums);
+                    let correction = [
+                        _mm512_loadu_ps(columns.correction.as_ptr()),
+                        _mm512_loadu_ps(columns.correction.as_ptr().add(LANES)),
+                    ];
+                    for (output, sum) in outputs.iter_mut().zip(&sums) {
+                        for (half, &correction) in correction.iter().enumerate() {
+                            let at = output.as_mut_ptr().add(half * LANES);
+                            let sum = _mm512_loadu_ps(sum.as_ptr().add(half * LANES));
+                            _mm512_storeu_ps(
+                                at,
+                                _mm512_fmadd_ps(_mm512_loadu_ps(at), correction, sum),
+                            );
+                        }
+                    }
+                }
+            }
+            block += count;
+        }
+        let totals = columns.sums();
+        for (r, &offset) in rows.offsets[..rows.len].iter().enumerate() {
+            let inverse = 1.0 / totals[r];
+            for c in 0..d {
+                // SAFETY: this task owns the row at `offset`, `d` floats.
+                unsafe {
+                    *out.add(offset + c) = outputs[c / amx::BLOCK][c % amx::BLOCK][r] * inverse
+                };
             }
         }
     }
