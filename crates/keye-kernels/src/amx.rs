@@ -72,21 +72,29 @@ static TILE_CONFIG: TileConfig = TileConfig {
 /// Where one [`bf16_block`] reads its operands.
 #[cfg(target_arch = "x86_64")]
 pub(crate) struct Bf16Block {
-    /// The first of [`BLOCK`] weight rows, bf16 bits, `row_bytes` apart.
+    /// The first step of the first of [`BLOCK`] weight rows, bf16 bits: a row's step is
+    /// [`STEP`] values, the next row's `row_bytes` after it, the next step's `step_bytes`.
     pub weights: *const u16,
     pub row_bytes: usize,
-    /// Whole [`STEP`]s of depth read from `weights`.
+    pub step_bytes: usize,
+    /// Steps of depth; every one is whole (a partial last step padded with zeros).
     pub steps: usize,
-    /// Null, or one more step: [`BLOCK`] rows of [`STEP`] values, 64 bytes apart (the weights'
-    /// last, partial step padded with zeros).
-    pub tail: *const u16,
     /// An activation panel: per pair of depth values, one 128-byte line of [`BLOCK`] words
-    /// (two bf16 values of one activation row each), `steps` (+ 1 with a tail) × 16 lines.
+    /// (two bf16 values of one activation row each), `steps` × 16 lines.
     pub panel: *const u32,
 }
 
+/// Bytes of one step of a panel: 16 lines of 128 bytes.
+#[cfg(target_arch = "x86_64")]
+const PANEL_STEP_BYTES: usize = STEP / 2 * 4 * BLOCK;
+
 /// `sums[r][t]`: weight row `r` of the block dotted with activation row `t` of the panel, each
 /// sum in f32 (the products of bf16 pairs are exact; denormal inputs count as zero).
+///
+/// The panel is prefetched two steps ahead: the panels of a pass stream from the last-level
+/// cache once per weight block, and waiting on them at each tile load cost a fifth of the speed
+/// (a product of 512 rows of 4096 by 12288, weights packed as [`crate::bf16_products`] packs
+/// them, ran at 450 GFLOP/s on one Xeon core without the prefetches, 550 with them).
 ///
 /// # Safety
 /// [`is_supported`] is true and the pointers of `block` cover what its fields say.
@@ -94,11 +102,13 @@ pub(crate) struct Bf16Block {
 pub(crate) unsafe fn bf16_block(block: &Bf16Block, sums: &mut [[f32; BLOCK]; BLOCK]) {
     const PANEL_LINE: usize = 4 * BLOCK;
     const SUM_ROW: usize = 4 * BLOCK;
+    const PREFETCH_STEPS: usize = 2;
     let out = sums.as_mut_ptr().cast::<f32>();
     // Sum tiles: tmm0 = weight rows 0–15 × activation rows 0–15, tmm1 = 0–15 × 16–31,
     // tmm2 = 16–31 × 0–15, tmm3 = 16–31 × 16–31. Weight tiles tmm4 (rows 0–15) and tmm5
     // (16–31); activation tiles tmm6 (rows 0–15: the low 64 bytes of each panel line), tmm7.
-    // SAFETY: the caller guarantees the operands; the statement leaves no tile state behind.
+    // SAFETY: the caller guarantees the operands (a prefetch past them never faults); the
+    // statement leaves no tile state behind.
     unsafe {
         std::arch::asm!(
             "ldtilecfg [{config}]",
@@ -113,27 +123,49 @@ pub(crate) unsafe fn bf16_block(block: &Bf16Block, sums: &mut [[f32; BLOCK]; BLO
             "tileloadd tmm6, [{panel} + {panel_line}*1]",
             "tileloadd tmm7, [{panel} + {panel_line}*1 + 64]",
             "tileloadd tmm5, [{weights_high} + {row_bytes}*1]",
+            "prefetcht0 [{ahead}]",
+            "prefetcht0 [{ahead} + 64]",
+            "prefetcht0 [{ahead} + 128]",
+            "prefetcht0 [{ahead} + 192]",
+            "prefetcht0 [{ahead} + 256]",
+            "prefetcht0 [{ahead} + 320]",
+            "prefetcht0 [{ahead} + 384]",
+            "prefetcht0 [{ahead} + 448]",
             "tdpbf16ps tmm0, tmm4, tmm6",
+            "prefetcht0 [{ahead} + 512]",
+            "prefetcht0 [{ahead} + 576]",
+            "prefetcht0 [{ahead} + 640]",
+            "prefetcht0 [{ahead} + 704]",
+            "prefetcht0 [{ahead} + 768]",
+            "prefetcht0 [{ahead} + 832]",
+            "prefetcht0 [{ahead} + 896]",
+            "prefetcht0 [{ahead} + 960]",
             "tdpbf16ps tmm1, tmm4, tmm7",
+            "prefetcht0 [{ahead} + 1024]",
+            "prefetcht0 [{ahead} + 1088]",
+            "prefetcht0 [{ahead} + 1152]",
+            "prefetcht0 [{ahead} + 1216]",
+            "prefetcht0 [{ahead} + 1280]",
+            "prefetcht0 [{ahead} + 1344]",
+            "prefetcht0 [{ahead} + 1408]",
+            "prefetcht0 [{ahead} + 1472]",
             "tdpbf16ps tmm2, tmm5, tmm6",
+            "prefetcht0 [{ahead} + 1536]",
+            "prefetcht0 [{ahead} + 1600]",
+            "prefetcht0 [{ahead} + 1664]",
+            "prefetcht0 [{ahead} + 1728]",
+            "prefetcht0 [{ahead} + 1792]",
+            "prefetcht0 [{ahead} + 1856]",
+            "prefetcht0 [{ahead} + 1920]",
+            "prefetcht0 [{ahead} + 1984]",
             "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {weights}, 64",
-            "add {weights_high}, 64",
-            "add {panel}, {step_lines}",
+            "add {weights}, {step_bytes}",
+            "add {weights_high}, {step_bytes}",
+            "add {panel}, {panel_step}",
+            "add {ahead}, {panel_step}",
             "dec {steps}",
             "jnz 2b",
             "3:",
-            "test {tail}, {tail}",
-            "jz 4f",
-            "tileloadd tmm4, [{tail} + {tail_row}*1]",
-            "tileloadd tmm6, [{panel} + {panel_line}*1]",
-            "tileloadd tmm7, [{panel} + {panel_line}*1 + 64]",
-            "tileloadd tmm5, [{tail} + {tail_row}*1 + 1024]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "4:",
             "tilestored [{out} + {sum_row}*1], tmm0",
             "tilestored [{out} + {sum_row}*1 + 64], tmm1",
             "tilestored [{out} + {sum_row}*1 + 2048], tmm2",
@@ -144,11 +176,11 @@ pub(crate) unsafe fn bf16_block(block: &Bf16Block, sums: &mut [[f32; BLOCK]; BLO
             weights = inout(reg) block.weights => _,
             weights_high = inout(reg) block.weights.wrapping_byte_add(16 * block.row_bytes) => _,
             row_bytes = in(reg) block.row_bytes,
+            step_bytes = in(reg) block.step_bytes,
             panel = inout(reg) block.panel => _,
+            ahead = inout(reg) block.panel.wrapping_byte_add(PREFETCH_STEPS * PANEL_STEP_BYTES) => _,
             panel_line = in(reg) PANEL_LINE,
-            step_lines = in(reg) STEP / 2 * PANEL_LINE,
-            tail = in(reg) block.tail,
-            tail_row = in(reg) 2 * STEP,
+            panel_step = in(reg) PANEL_STEP_BYTES,
             out = in(reg) out,
             sum_row = in(reg) SUM_ROW,
             options(nostack),

@@ -422,8 +422,8 @@ mod x86 {
                     let keys = amx::Bf16Block {
                         weights: o.keys[o.key_row(head, block + tile * amx::BLOCK)..].as_ptr(),
                         row_bytes: 2 * o.depth,
+                        step_bytes: 2 * amx::STEP,
                         steps: o.depth / amx::STEP,
-                        tail: std::ptr::null(),
                         panel: queries.as_ptr(),
                     };
                     amx::bf16_block(&keys, scores);
@@ -447,8 +447,8 @@ mod x86 {
                         weights: o.values[o.value_row(head, dim_block * amx::BLOCK) + block..]
                             .as_ptr(),
                         row_bytes: 2 * (o.tokens + amx::BLOCK),
+                        step_bytes: 2 * amx::STEP,
                         steps: key_tiles,
-                        tail: std::ptr::null(),
                         panel: weights.as_ptr(),
                     };
                     amx::bf16_block(&values, &mut sums);

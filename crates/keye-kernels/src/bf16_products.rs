@@ -458,16 +458,33 @@ pub(crate) mod x86 {
         bias: Option<&'a [f32]>,
     }
 
+    thread_local! {
+        /// One weight block packed for the tiles, `[step][amx::BLOCK rows][amx::STEP values]`.
+        static PACKED_BLOCK: RefCell<Vec<bf16>> = const { RefCell::new(Vec::new()) };
+    }
+
     impl AmxTiles<'_> {
         /// Output columns `columns` of the rows in the panels `pass`.
+        ///
+        /// With several panels each block of weight rows is first copied step by step into
+        /// 2 KiB runs: a tile of 16 rows straight from the stored matrix reads 16 lines a whole
+        /// row apart, which all fall in one set of the L1 cache, and with the packed block (and
+        /// the panel prefetches of [`amx::bf16_block`]) a product of 512 rows of 4096 by 12288
+        /// ran 1.22 times as fast on two Xeon cores. One panel does not pay for the copy (32
+        /// rows ran at half the speed); the copy also pads a partial last step with zeros.
         ///
         /// # Safety
         /// AMX is usable, `n >= amx::BLOCK`, and no other task writes these columns.
         unsafe fn columns(&self, columns: Range<usize>, pass: Range<usize>, out: SharedMut) {
+            const PACKED_MIN_PANELS: usize = 4;
             let k = self.k;
-            let steps = k / amx::STEP;
-            let tail_values = k - steps * amx::STEP;
-            let mut tail = [[0u16; amx::STEP]; amx::BLOCK];
+            let steps = k.div_ceil(amx::STEP);
+            let pack = pass.len() >= PACKED_MIN_PANELS || !k.is_multiple_of(amx::STEP);
+            let mut packed = PACKED_BLOCK.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+            if pack {
+                packed.clear();
+                packed.resize(steps * amx::BLOCK * amx::STEP, bf16::ZERO);
+            }
             let mut sums = [[0.0f32; amx::BLOCK]; amx::BLOCK];
             let mut column = columns.start;
             while column < columns.end {
@@ -475,27 +492,23 @@ pub(crate) mod x86 {
                 // recomputes columns already written (the same sums), writing only its new ones.
                 let block = column.min(self.n - amx::BLOCK);
                 let weights = &self.w[block * k..(block + amx::BLOCK) * k];
-                if tail_values > 0 {
-                    for (tail, row) in tail.iter_mut().zip(weights.chunks_exact(k)) {
-                        for (t, w) in tail.iter_mut().zip(&row[steps * amx::STEP..]) {
-                            *t = w.to_bits();
-                        }
-                    }
-                }
+                let (start, row_bytes, step_bytes) = if pack {
+                    pack_block(weights, k, &mut packed);
+                    (packed.as_ptr(), 2 * amx::STEP, 2 * amx::STEP * amx::BLOCK)
+                } else {
+                    (weights.as_ptr(), 2 * k, 2 * amx::STEP)
+                };
                 for panel in pass.clone() {
                     let operands = amx::Bf16Block {
-                        weights: weights.as_ptr().cast(),
-                        row_bytes: 2 * k,
+                        weights: start.cast(),
+                        row_bytes,
+                        step_bytes,
                         steps,
-                        tail: if tail_values > 0 {
-                            tail.as_ptr().cast()
-                        } else {
-                            std::ptr::null()
-                        },
                         panel: self.panels[panel * self.panel_words..].as_ptr(),
                     };
-                    // SAFETY: 32 weight rows of `k` values; the panel holds `k` rounded up to
-                    // whole steps of pairs; AMX is usable (the caller guarantees it).
+                    // SAFETY: the weights hold `steps` whole steps of 32 rows; the panel holds
+                    // `k` rounded up to whole steps of pairs; AMX is usable (the caller
+                    // guarantees it).
                     unsafe {
                         amx::bf16_block(&operands, &mut sums);
                         let rows = PANEL_ROWS.min(self.m - panel * PANEL_ROWS);
@@ -509,6 +522,26 @@ pub(crate) mod x86 {
                     }
                 }
                 column = (block + amx::BLOCK).min(columns.end);
+            }
+            PACKED_BLOCK.with(|cell| *cell.borrow_mut() = packed);
+        }
+    }
+
+    /// `[step][amx::BLOCK rows][amx::STEP values]` of [`amx::BLOCK`] weight rows of `k` values;
+    /// `packed` holds whole steps, zeros past `k`.
+    fn pack_block(weights: &[bf16], k: usize, packed: &mut [bf16]) {
+        for (r, row) in weights.chunks_exact(k).enumerate() {
+            let (whole, tail) = row.as_chunks::<{ amx::STEP }>();
+            for (step, values) in whole.iter().enumerate() {
+                let at = (step * amx::BLOCK + r) * amx::STEP;
+                // A fixed-size copy, one vector move, not a `memcpy` call per step.
+                let target: &mut [bf16; amx::STEP] =
+                    (&mut packed[at..at + amx::STEP]).try_into().unwrap();
+                *target = *values;
+            }
+            if !tail.is_empty() {
+                let at = (whole.len() * amx::BLOCK + r) * amx::STEP;
+                packed[at..at + tail.len()].copy_from_slice(tail);
             }
         }
     }

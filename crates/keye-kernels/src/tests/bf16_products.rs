@@ -35,7 +35,7 @@ fn check(level: SimdLevel, seed: u64, m: usize, k: usize, n: usize, with_bias: b
 fn matches_reference_for_every_level_and_shape() {
     // Rows below, at and past the panel halves and tiles; odd depths (a half-empty last pair);
     // weight-row counts that leave partial tiles; AMX blocks with a partial depth step and a
-    // last block that overlaps the one before.
+    // last block that overlaps the one before, read as stored (up to 3 panels) and packed.
     let shapes = [
         (1, 1),
         (2, 8),
@@ -46,7 +46,7 @@ fn matches_reference_for_every_level_and_shape() {
         (45, 70),
         (96, 33),
     ];
-    let ms = [1, 7, 16, 17, 32, 33, 48, 70];
+    let ms = [1, 7, 16, 17, 32, 33, 48, 70, 129];
     for level in SimdLevel::supported() {
         for (index, &(k, n)) in shapes.iter().enumerate() {
             for &m in &ms {
