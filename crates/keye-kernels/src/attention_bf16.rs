@@ -164,17 +164,7 @@ mod x86 {
         let [keys, values] = &mut buffers;
         keys.clear();
         keys.par_extend(k.par_iter().map(|&x| bf16_bits(x)));
-        values.clear();
-        values.resize(heads * head_dim * value_stride, 0);
-        values
-            .par_chunks_mut(value_stride)
-            .enumerate()
-            .for_each(|(row, target)| {
-                let (h, c) = (row / head_dim, row % head_dim);
-                for (t, slot) in target[..tokens].iter_mut().enumerate() {
-                    *slot = bf16_bits(v[(t * heads + h) * head_dim + c]);
-                }
-            });
+        transpose_values(v, heads, head_dim, head_dim, value_stride, values);
         let operands = Operands {
             keys,
             values,
@@ -282,6 +272,32 @@ mod x86 {
         }
     }
 
+    /// `values` `[head][rows][stride]`: `v` (`[token][head][head_dim]`) rounded to bf16 and
+    /// transposed, zeros in the rows past `head_dim` and the columns past the tokens.
+    fn transpose_values(
+        v: &[f32],
+        heads: usize,
+        head_dim: usize,
+        rows: usize,
+        stride: usize,
+        values: &mut Vec<u16>,
+    ) {
+        let tokens = v.len() / (heads * head_dim);
+        values.clear();
+        values.resize(heads * rows * stride, 0);
+        values
+            .par_chunks_mut(stride)
+            .enumerate()
+            .for_each(|(row, target)| {
+                let (h, c) = (row / rows, row % rows);
+                if c < head_dim {
+                    for (t, slot) in target[..tokens].iter_mut().enumerate() {
+                        *slot = bf16_bits(v[(t * heads + h) * head_dim + c]);
+                    }
+                }
+            });
+    }
+
     /// Keys and values rounded once per call for the AMX tiles, shared by every task. Both
     /// are padded with zeros: the head dimension to whole depth steps ([`amx::STEP`]) and the
     /// tokens by one block ([`amx::BLOCK`]), so that a block of keys at the end of a segment
@@ -337,19 +353,7 @@ mod x86 {
                     }
                 }
             });
-        values.clear();
-        values.resize(heads * depth * padded_tokens, 0);
-        values
-            .par_chunks_mut(padded_tokens)
-            .enumerate()
-            .for_each(|(row, target)| {
-                let (h, c) = (row / depth, row % depth);
-                if c < head_dim {
-                    for (t, slot) in target[..tokens].iter_mut().enumerate() {
-                        *slot = bf16_bits(v[(t * heads + h) * head_dim + c]);
-                    }
-                }
-            });
+        transpose_values(v, heads, head_dim, depth, padded_tokens, values);
         let operands = TileOperands {
             keys,
             values,
