@@ -470,8 +470,9 @@ pub(crate) mod x86 {
         /// 2 KiB runs: a tile of 16 rows straight from the stored matrix reads 16 lines a whole
         /// row apart, which all fall in one set of the L1 cache, and with the packed block (and
         /// the panel prefetches of [`amx::bf16_block`]) a product of 512 rows of 4096 by 12288
-        /// ran 1.22 times as fast on two Xeon cores. One panel does not pay for the copy (32
-        /// rows ran at half the speed); the copy also pads a partial last step with zeros.
+        /// ran 1.16 to 1.23 times as fast on two Xeon cores. One panel does not pay for the
+        /// copy (32 rows ran at half the speed); the copy also pads a partial last step with
+        /// zeros.
         ///
         /// # Safety
         /// AMX is usable, `n >= amx::BLOCK`, and no other task writes these columns.
