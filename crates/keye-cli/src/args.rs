@@ -50,7 +50,8 @@ pub struct QuantArgs {
     pub quant_vision: WeightFormat,
     /// Products with bf16 weights: f32 (activations kept exact; matches the f32 reference) or
     /// bf16 (activations rounded to bf16 as in PyTorch's bf16 inference; prompts and images about
-    /// 3× faster on CPUs with AVX-512 BF16).
+    /// 3× faster on CPUs with AVX-512 BF16). With bf16, quantized weights also run prompts and
+    /// images on AMX tiles where the CPU has them (decoded to bf16 a block at a time).
     #[arg(long, default_value = "f32", value_name = "PRECISION")]
     pub matmul_precision: MatmulPrecision,
 }

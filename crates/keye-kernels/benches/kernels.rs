@@ -289,7 +289,8 @@ fn gemv(bandwidth: f64) {
             let mut sweep = || {
                 for w in &matrices {
                     if rounded {
-                        linear_bf16_products(&x, m, k, w, n, None, &mut out).unwrap();
+                        linear_bf16_products(&x, m, k, Weights::Bf16(w), n, None, &mut out)
+                            .unwrap();
                     } else {
                         linear(&x, m, k, Weights::Bf16(w), n, None, &mut out).unwrap();
                     }
@@ -395,14 +396,24 @@ fn quantized_gemm(peak: f64) {
         let mut w = vec![0; ty.bytes_for(n * k).unwrap()];
         quantize(ty, &filled(n * k, 2), &mut w).unwrap();
         let w = Weights::Quantized(ty, &w);
-        linear(&x, m, k, w, n, None, &mut out).unwrap();
-        let time = best_of(3, || linear(&x, m, k, w, n, None, &mut out).unwrap());
-        let gflops = flops / time.as_secs_f64() / 1e9;
-        println!(
-            "{ty} linear m={m} k={k} n={n}          {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
-            100.0 * gflops / peak,
-            time.as_secs_f64() * 1e3
-        );
+        for rounded in [false, true] {
+            let mut run = || {
+                if rounded {
+                    linear_bf16_products(&x, m, k, w, n, None, &mut out).unwrap();
+                } else {
+                    linear(&x, m, k, w, n, None, &mut out).unwrap();
+                }
+            };
+            run();
+            let time = best_of(3, run);
+            let gflops = flops / time.as_secs_f64() / 1e9;
+            let name = format!("{ty}{}", if rounded { " bf16 products" } else { "" });
+            println!(
+                "{name:<18} linear m={m} k={k} n={n}  {gflops:7.1} GFLOP/s ({:5.1} % of FMA peak), {:6.1} ms",
+                100.0 * gflops / peak,
+                time.as_secs_f64() * 1e3
+            );
+        }
     }
 }
 
@@ -423,9 +434,10 @@ fn gemm(peak: f64, bf16_peak: Option<f64>) {
         let x = filled(m * k, 1);
         let w: Vec<bf16> = filled(n * k, 2).into_iter().map(bf16::from_f32).collect();
         let mut out = vec![0.0; m * n];
-        linear_bf16_products(&x, m, k, &w, n, None, &mut out).unwrap();
+        let w = Weights::Bf16(&w);
+        linear_bf16_products(&x, m, k, w, n, None, &mut out).unwrap();
         let time = best_of(3, || {
-            linear_bf16_products(&x, m, k, &w, n, None, &mut out).unwrap()
+            linear_bf16_products(&x, m, k, w, n, None, &mut out).unwrap()
         });
         let gflops = (2 * m * n * k) as f64 / time.as_secs_f64() / 1e9;
         println!(
@@ -442,7 +454,8 @@ fn gemm(peak: f64, bf16_peak: Option<f64>) {
             best_of(3, || f(&mut out))
         };
         let exact = |out: &mut [f32]| linear(&x, m, k, Weights::Bf16(&w_bf16), n, None, out);
-        let rounded = |out: &mut [f32]| linear_bf16_products(&x, m, k, &w_bf16, n, None, out);
+        let rounded =
+            |out: &mut [f32]| linear_bf16_products(&x, m, k, Weights::Bf16(&w_bf16), n, None, out);
         report("bf16", m, run(&mut |out| exact(out).unwrap()));
         report("bf16 products", m, run(&mut |out| rounded(out).unwrap()));
         if m == 512 {

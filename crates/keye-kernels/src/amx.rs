@@ -187,3 +187,95 @@ pub(crate) unsafe fn bf16_block(block: &Bf16Block, sums: &mut [[f32; BLOCK]; BLO
         );
     }
 }
+
+/// Where one [`bf16_blocks`] reads its operands: consecutive blocks of [`BLOCK`] weight rows that
+/// hold their depth contiguously (each step [`STEP`] values after the one before), all against
+/// one panel laid out as in [`Bf16Block`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Bf16Blocks {
+    /// The first row of the first block, bf16 bits; the next row `row_bytes` after it.
+    pub weights: *const u16,
+    pub row_bytes: usize,
+    /// From the first row of one block to the first row of the next.
+    pub block_bytes: usize,
+    /// Steps of depth per block; every one is whole.
+    pub steps: usize,
+    pub panel: *const u32,
+}
+
+/// [`bf16_block`] for `sums.len()` blocks of weight rows against the same panel, block `b`'s
+/// sums in `sums[b]`: one tile configuration for all of them, and no prefetches, since the
+/// attention's panels (queries, softmax weights) are a few KiB that stay in L1, where
+/// prefetching them only takes load slots.
+///
+/// # Safety
+/// [`is_supported`] is true and the pointers of `blocks` cover what its fields say for every
+/// block.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn bf16_blocks(blocks: &Bf16Blocks, sums: &mut [[[f32; BLOCK]; BLOCK]]) {
+    const LINE: usize = 4 * BLOCK;
+    if sums.is_empty() {
+        return;
+    }
+    // Tiles as in `bf16_block`.
+    // SAFETY: the caller guarantees the operands; the statement leaves no tile state behind.
+    unsafe {
+        std::arch::asm!(
+            "ldtilecfg [rip + {config}]",
+            "2:",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "mov {steps}, {step_count}",
+            "mov {weights}, {block_start}",
+            "mov {weights_high}, {row_bytes}",
+            "shl {weights_high}, 4",
+            "add {weights_high}, {block_start}",
+            "mov {panel}, {panel_start}",
+            "test {steps}, {steps}",
+            "jz 4f",
+            "3:",
+            "tileloadd tmm4, [{weights} + {row_bytes}*1]",
+            "tileloadd tmm6, [{panel} + {line}*1]",
+            "tileloadd tmm7, [{panel} + {line}*1 + 64]",
+            "tileloadd tmm5, [{weights_high} + {row_bytes}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {weights}, {step_bytes}",
+            "add {weights_high}, {step_bytes}",
+            "add {panel}, {panel_step}",
+            "dec {steps}",
+            "jnz 3b",
+            "4:",
+            "tilestored [{out} + {line}*1], tmm0",
+            "tilestored [{out} + {line}*1 + 64], tmm1",
+            "tilestored [{out} + {line}*1 + 2048], tmm2",
+            "tilestored [{out} + {line}*1 + 2112], tmm3",
+            "add {out}, {sums_bytes}",
+            "add {block_start}, {block_bytes}",
+            "dec {blocks}",
+            "jnz 2b",
+            "tilerelease",
+            config = sym TILE_CONFIG,
+            blocks = inout(reg) sums.len() => _,
+            block_start = inout(reg) blocks.weights => _,
+            block_bytes = in(reg) blocks.block_bytes,
+            step_count = in(reg) blocks.steps,
+            steps = out(reg) _,
+            weights = out(reg) _,
+            weights_high = out(reg) _,
+            row_bytes = in(reg) blocks.row_bytes,
+            panel_start = in(reg) blocks.panel,
+            panel = out(reg) _,
+            line = in(reg) LINE,
+            out = inout(reg) sums.as_mut_ptr() => _,
+            step_bytes = const 2 * STEP,
+            panel_step = const PANEL_STEP_BYTES,
+            sums_bytes = const 4 * BLOCK * BLOCK,
+            options(nostack),
+        );
+    }
+}

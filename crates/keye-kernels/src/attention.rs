@@ -79,7 +79,7 @@ pub(crate) fn attention_segments_at(
     validate_segments(q, k, v, heads, head_dim, cu_seqlens, out)?;
     let row_stride = heads * head_dim;
     let out = SharedMut::new(out);
-    segment_tasks(heads, cu_seqlens)
+    segment_tasks(heads, cu_seqlens, MAX_ROWS)
         .into_par_iter()
         .for_each(|(segment, head, queries)| {
             let rows =
@@ -107,6 +107,7 @@ pub(crate) fn attention_segments_at(
 pub(crate) fn segment_tasks(
     heads: usize,
     cu_seqlens: &[usize],
+    rows_per_task: usize,
 ) -> Vec<(Range<usize>, usize, Range<usize>)> {
     cu_seqlens
         .windows(2)
@@ -114,11 +115,11 @@ pub(crate) fn segment_tasks(
             let segment = bounds[0]..bounds[1];
             (0..heads).flat_map(move |head| {
                 let segment = segment.clone();
-                segment.clone().step_by(MAX_ROWS).map(move |first| {
+                segment.clone().step_by(rows_per_task).map(move |first| {
                     (
                         segment.clone(),
                         head,
-                        first..(first + MAX_ROWS).min(segment.end),
+                        first..(first + rows_per_task).min(segment.end),
                     )
                 })
             })
@@ -733,6 +734,47 @@ impl SoftmaxColumns {
         &self.sum
     }
 
+    /// Folds a block's largest scaled scores of the rows `lane0..lane0 + S::LANES` into their
+    /// running max and stores the correction for earlier outputs; returns the shift to take
+    /// from `score · scale · log2 e` before [`exp2`] (the new max · log2 e, 0 for a row with no
+    /// visible key so far). [`Self::add_sum`] then adds the block's weights.
+    ///
+    /// # Safety
+    /// `lane0 + S::LANES <= MAX_ROWS`.
+    #[inline(always)]
+    pub(crate) unsafe fn fold_max<S: Simd>(&mut self, s: S, lane0: usize, block_max: S::V) -> S::V {
+        let log2_e = s.splat(std::f32::consts::LOG2_E);
+        // SAFETY: the lanes are inside the columns (the caller guarantees it).
+        unsafe {
+            let old_max = s.load(self.max.as_ptr().add(lane0));
+            let new_max = s.max(old_max, block_max);
+            // A row with no visible key so far keeps max -inf; shift by 0 to avoid inf - inf.
+            let shift = s.select_lt(new_max, s.splat(f32::MIN), s.zero(), new_max);
+            let factor = exp2(s, s.mul(s.sub(old_max, shift), log2_e));
+            s.store(self.max.as_mut_ptr().add(lane0), new_max);
+            s.store(self.correction.as_mut_ptr().add(lane0), factor);
+            s.mul(shift, log2_e)
+        }
+    }
+
+    /// Adds a block's weights of the rows `lane0..lane0 + S::LANES` to their running sums,
+    /// after the correction [`Self::fold_max`] stored.
+    ///
+    /// # Safety
+    /// `lane0 + S::LANES <= MAX_ROWS`.
+    #[inline(always)]
+    pub(crate) unsafe fn add_sum<S: Simd>(&mut self, s: S, lane0: usize, block_sum: S::V) {
+        // SAFETY: the lanes are inside the columns (the caller guarantees it).
+        unsafe {
+            let old_sum = s.load(self.sum.as_ptr().add(lane0));
+            let factor = s.load(self.correction.as_ptr().add(lane0));
+            s.store(
+                self.sum.as_mut_ptr().add(lane0),
+                s.mul_add(old_sum, factor, block_sum),
+            );
+        }
+    }
+
     /// Moves the transposed outputs `ot` (`[d, padded]`) and the running max and sum of the
     /// first `len` rows into `state`.
     pub(crate) fn store(
@@ -776,7 +818,6 @@ pub(crate) unsafe fn softmax_block_wide<S: Simd>(
     columns: &mut SoftmaxColumns,
 ) {
     let lanes = S::LANES;
-    let log2_e = s.splat(std::f32::consts::LOG2_E);
     let scale_log2_e = s.splat(scale * std::f32::consts::LOG2_E);
     let scale = s.splat(scale);
     let negative_infinity = s.splat(f32::NEG_INFINITY);
@@ -800,12 +841,7 @@ pub(crate) unsafe fn softmax_block_wide<S: Simd>(
                 }
                 block_max = s.max(block_max, s.mul(x, scale));
             }
-            let old_max = s.load(columns.max.as_ptr().add(lane0));
-            let new_max = s.max(old_max, block_max);
-            // A row with no visible key so far keeps max -inf; shift by 0 to avoid inf - inf.
-            let shift = s.select_lt(new_max, s.splat(f32::MIN), s.zero(), new_max);
-            let factor = exp2(s, s.mul(s.sub(old_max, shift), log2_e));
-            let shift = s.mul(shift, log2_e);
+            let shift = columns.fold_max(s, lane0, block_max);
             let mut block_sum = s.zero();
             for j in 0..count {
                 let p = st.as_mut_ptr().add(j * padded + lane0);
@@ -816,13 +852,7 @@ pub(crate) unsafe fn softmax_block_wide<S: Simd>(
                 s.store(p, weight);
                 block_sum = s.add(block_sum, weight);
             }
-            let old_sum = s.load(columns.sum.as_ptr().add(lane0));
-            s.store(
-                columns.sum.as_mut_ptr().add(lane0),
-                s.mul_add(old_sum, factor, block_sum),
-            );
-            s.store(columns.max.as_mut_ptr().add(lane0), new_max);
-            s.store(columns.correction.as_mut_ptr().add(lane0), factor);
+            columns.add_sum(s, lane0, block_sum);
         }
     }
 }

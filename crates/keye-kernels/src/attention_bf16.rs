@@ -97,6 +97,7 @@ mod x86 {
         _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_or_si512, _mm512_set1_epi32,
         _mm512_setzero_ps, _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
     };
+    use std::arch::x86_64::{_mm512_cvtne2ps_pbh, _mm512_permutexvar_epi16};
     use std::ops::Range;
 
     use rayon::prelude::*;
@@ -106,12 +107,20 @@ mod x86 {
     use crate::attention::{MAX_ROWS, RowSet, SoftmaxColumns, segment_tasks, softmax_block_wide};
     use crate::bf16_products::bf16_bits;
     use crate::bf16_products::x86::rounded_bits;
+    use crate::math::exp2;
     use crate::parallel::SharedMut;
+    use crate::simd::Simd;
     use crate::simd::x86::Avx512;
 
     const LANES: usize = 16;
     /// Keys per online-softmax step.
     const KEY_BLOCK: usize = 128;
+    /// Keys per online-softmax step on AMX tiles.
+    const AMX_KEY_BLOCK: usize = 128;
+    /// Query panels of [`amx::BLOCK`] rows that take each block of keys and values in turn.
+    const PANEL_GROUP: usize = 4;
+    /// Tokens one task rounds (and transposes) at a time in the operands' preparation.
+    const TOKEN_BLOCK: usize = 64;
     /// Largest head dimension the per-task buffers (on the stack) hold.
     pub(super) const MAX_HEAD_DIM: usize = 128;
 
@@ -120,7 +129,7 @@ mod x86 {
     }
 
     thread_local! {
-        static OPERANDS: RefCell<[Vec<u16>; 2]> = RefCell::default();
+        static OPERANDS: RefCell<[Vec<u16>; 3]> = RefCell::default();
     }
 
     /// Keys and values rounded once per call, shared by every task.
@@ -161,7 +170,7 @@ mod x86 {
         let tokens = q.len() / (heads * head_dim);
         let value_stride = tokens + 1;
         let mut buffers = OPERANDS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
-        let [keys, values] = &mut buffers;
+        let [_, keys, values] = &mut buffers;
         keys.clear();
         keys.par_extend(k.par_iter().map(|&x| bf16_bits(x)));
         transpose_values(v, heads, head_dim, head_dim, value_stride, values);
@@ -175,7 +184,7 @@ mod x86 {
         };
         let row_stride = heads * head_dim;
         let out = SharedMut::new(out);
-        segment_tasks(heads, cu_seqlens)
+        segment_tasks(heads, cu_seqlens, MAX_ROWS)
             .into_par_iter()
             .for_each(|(segment, head, queries)| {
                 let rows =
@@ -285,24 +294,36 @@ mod x86 {
         let tokens = v.len() / (heads * head_dim);
         values.clear();
         values.resize(heads * rows * stride, 0);
-        values
-            .par_chunks_mut(stride)
-            .enumerate()
-            .for_each(|(row, target)| {
-                let (h, c) = (row / rows, row % rows);
-                if c < head_dim {
-                    for (t, slot) in target[..tokens].iter_mut().enumerate() {
-                        *slot = bf16_bits(v[(t * heads + h) * head_dim + c]);
+        let target = SharedMut::new(values);
+        // By blocks of tokens, so `v` is read in order and each task writes a run of
+        // neighbouring slots in every row (one value per row at a time, down a column of the
+        // token-major `v`, missed the cache at every read: 10 % of the attention's time).
+        (0..tokens.div_ceil(TOKEN_BLOCK))
+            .into_par_iter()
+            .for_each(|block| {
+                let block = block * TOKEN_BLOCK..((block + 1) * TOKEN_BLOCK).min(tokens);
+                for t in block {
+                    for h in 0..heads {
+                        let source = &v[(t * heads + h) * head_dim..][..head_dim];
+                        for (c, &x) in source.iter().enumerate() {
+                            // SAFETY: inside `values` ([heads][rows][stride], c < head_dim <=
+                            // rows, t < tokens <= stride); only this task writes token `t`.
+                            unsafe {
+                                *target.get().add((h * rows + c) * stride + t) = bf16_bits(x)
+                            };
+                        }
                     }
                 }
             });
     }
 
-    /// Keys and values rounded once per call for the AMX tiles, shared by every task. Both
-    /// are padded with zeros: the head dimension to whole depth steps ([`amx::STEP`]) and the
-    /// tokens by one block ([`amx::BLOCK`]), so that a block of keys at the end of a segment
+    /// Queries, keys and values rounded once per call for the AMX tiles, shared by every task.
+    /// All are padded with zeros: the head dimension to whole depth steps ([`amx::STEP`]) and
+    /// the tokens by one block ([`amx::BLOCK`]), so that a block of keys at the end of a segment
     /// reads only zeros or finite values past it (whose weights are zero).
     struct TileOperands<'a> {
+        /// `[head][tokens + BLOCK][depth]`, as the keys.
+        queries: &'a [u16],
         /// `[head][tokens + BLOCK][depth]`.
         keys: &'a [u16],
         /// Transposed: `[head][depth][tokens + BLOCK]`.
@@ -321,9 +342,12 @@ mod x86 {
         }
     }
 
-    /// [`attention`] with both products of each key block on AMX tiles: scores of 32 keys ×
-    /// 32 queries per [`amx::bf16_block`] land in the wide layout `[key][query]` the shared
-    /// softmax reads, and the packed weights are the panel of the weighted sum of values.
+    /// [`attention`] with both products of each key block on AMX tiles ([`amx::bf16_blocks`]):
+    /// scores of 32 keys × 32 queries land in the wide layout `[key][query]` of the online
+    /// softmax, whose weights, rounded into pair words, are the panel of the weighted sum of
+    /// values. Queries, keys and values are rounded (the values transposed) once per call, by
+    /// blocks of tokens so that `q`, `k` and `v` are read in order; a task takes up to
+    /// [`PANEL_GROUP`] panels of 32 queries of one head.
     ///
     /// Shapes validated; `head_dim` even and at most [`MAX_HEAD_DIM`]; AMX is usable.
     pub(super) fn attention_amx(problem: &Problem<'_>, out: &mut [f32]) {
@@ -339,22 +363,33 @@ mod x86 {
         let depth = head_dim.next_multiple_of(amx::STEP);
         let padded_tokens = tokens + amx::BLOCK;
         let mut buffers = OPERANDS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
-        let [keys, values] = &mut buffers;
-        keys.clear();
-        keys.resize(heads * padded_tokens * depth, 0);
-        keys.par_chunks_mut(depth)
-            .enumerate()
-            .for_each(|(row, target)| {
-                let (h, t) = (row / padded_tokens, row % padded_tokens);
-                if t < tokens {
-                    let source = &k[(t * heads + h) * head_dim..][..head_dim];
-                    for (slot, &x) in target.iter_mut().zip(source) {
-                        *slot = bf16_bits(x);
+        let [queries, keys, values] = &mut buffers;
+        for rows in [&mut *queries, &mut *keys] {
+            rows.clear();
+            rows.resize(heads * padded_tokens * depth, 0);
+        }
+        let (query_rows, key_rows) = (SharedMut::new(queries), SharedMut::new(keys));
+        (0..tokens.div_ceil(TOKEN_BLOCK))
+            .into_par_iter()
+            .for_each(|block| {
+                let block = block * TOKEN_BLOCK..((block + 1) * TOKEN_BLOCK).min(tokens);
+                for t in block {
+                    for h in 0..heads {
+                        let source = (t * heads + h) * head_dim;
+                        let target = (h * padded_tokens + t) * depth;
+                        for (rows, operand) in [(query_rows, problem.q), (key_rows, k)] {
+                            for (c, &x) in operand[source..source + head_dim].iter().enumerate() {
+                                // SAFETY: inside the buffers sized above; only this task
+                                // writes token `t`'s rows.
+                                unsafe { *rows.get().add(target + c) = bf16_bits(x) };
+                            }
+                        }
                     }
                 }
             });
         transpose_values(v, heads, head_dim, depth, padded_tokens, values);
         let operands = TileOperands {
+            queries,
             keys,
             values,
             tokens,
@@ -362,24 +397,31 @@ mod x86 {
         };
         let row_stride = heads * head_dim;
         let out = SharedMut::new(out);
-        segment_tasks(heads, cu_seqlens)
+        segment_tasks(heads, cu_seqlens, PANEL_GROUP * amx::BLOCK)
             .into_par_iter()
             .for_each(|(segment, head, queries)| {
-                for first in queries.clone().step_by(amx::BLOCK) {
-                    let panel = first..(first + amx::BLOCK).min(queries.end);
-                    let rows =
-                        RowSet::new(panel.map(|t| (t * row_stride + head * head_dim, segment.end)));
-                    // SAFETY: AVX-512 and AMX are usable (the caller checked); each task owns
-                    // the output rows of its own (head, queries).
-                    unsafe {
-                        attend_amx(&operands, problem, head, &rows, segment.clone(), out.get())
+                let panels: [Range<usize>; PANEL_GROUP] = std::array::from_fn(|p| {
+                    let first = (queries.start + p * amx::BLOCK).min(queries.end);
+                    first..(first + amx::BLOCK).min(queries.end)
+                });
+                let used = queries.len().div_ceil(amx::BLOCK);
+                // SAFETY: AVX-512 and AMX are usable (the caller checked); each task owns the
+                // output rows of its own (head, queries).
+                unsafe {
+                    let out_rows = OutputRows {
+                        out: out.get(),
+                        row_stride,
+                        first: head * head_dim,
                     };
-                }
+                    attend_amx(&operands, problem, head, &panels[..used], segment, out_rows)
+                };
             });
         OPERANDS.with(|cell| *cell.borrow_mut() = buffers);
     }
 
-    /// [`attend`] on AMX tiles for at most [`amx::BLOCK`] rows.
+    /// [`attend`] on AMX tiles for panels of at most [`amx::BLOCK`] rows, at most
+    /// [`PANEL_GROUP`] of them: each block of keys and values is multiplied with every panel in
+    /// turn while it is in cache.
     ///
     /// # Safety
     /// AVX-512 F/BW/BF16 and AMX are usable; no other task writes these rows of `out`.
@@ -388,102 +430,186 @@ mod x86 {
         o: &TileOperands<'_>,
         problem: &Problem<'_>,
         head: usize,
-        rows: &RowSet,
+        panels: &[Range<usize>],
         segment: Range<usize>,
-        out: *mut f32,
+        out: OutputRows,
     ) {
         const PANEL: usize = amx::BLOCK;
-        const KEY_TILES: usize = KEY_BLOCK / amx::BLOCK;
+        const KEY_TILES: usize = AMX_KEY_BLOCK / amx::BLOCK;
+        const DIM_BLOCKS: usize = MAX_HEAD_DIM / amx::BLOCK;
         let d = problem.head_dim;
         // SAFETY: the CPU has AVX-512 F/BW/VL (the caller checked).
         let s = unsafe { Avx512::new_unchecked() };
-        // Queries rounded and transposed into the panel `[depth / 2][PANEL]`, zeros past `d`
+        // Each panel's rounded queries transposed into `[depth / 2][PANEL]`, zeros past `d`
         // and past the rows.
-        let mut queries = [0u32; MAX_HEAD_DIM / 2 * PANEL];
-        for (r, &offset) in rows.offsets[..rows.len].iter().enumerate() {
-            let row = &problem.q[offset..offset + d];
-            for p in 0..d / 2 {
-                queries[p * PANEL + r] =
-                    u32::from(bf16_bits(row[2 * p])) | (u32::from(bf16_bits(row[2 * p + 1])) << 16);
+        let mut queries = [[0u32; MAX_HEAD_DIM / 2 * PANEL]; PANEL_GROUP];
+        for (queries, tokens) in queries.iter_mut().zip(panels) {
+            for (r, t) in tokens.clone().enumerate() {
+                let row = &o.queries[o.key_row(head, t)..][..d];
+                for (p, pair) in row.chunks_exact(2).enumerate() {
+                    queries[p * PANEL + r] = u32::from(pair[0]) | (u32::from(pair[1]) << 16);
+                }
             }
         }
-        let mut outputs = [[[0.0f32; PANEL]; amx::BLOCK]; MAX_HEAD_DIM / amx::BLOCK];
+        let mut outputs = [[[[0.0f32; PANEL]; amx::BLOCK]; DIM_BLOCKS]; PANEL_GROUP];
+        let mut columns: [SoftmaxColumns; PANEL_GROUP] =
+            std::array::from_fn(|_| SoftmaxColumns::new());
         let mut scores = [[[0.0f32; PANEL]; amx::BLOCK]; KEY_TILES];
-        let mut weights = [0u32; KEY_BLOCK / 2 * PANEL];
-        let mut sums = [[0.0f32; PANEL]; amx::BLOCK];
-        let mut columns = SoftmaxColumns::new();
+        let mut weights = [0u32; AMX_KEY_BLOCK / 2 * PANEL];
+        let mut sums = [[[0.0f32; PANEL]; amx::BLOCK]; DIM_BLOCKS];
         let dim_blocks = o.depth / amx::BLOCK;
 
         let mut block = segment.start;
         while block < segment.end {
-            let count = KEY_BLOCK.min(segment.end - block);
+            let count = AMX_KEY_BLOCK.min(segment.end - block);
             let key_tiles = count.div_ceil(amx::BLOCK);
-            // SAFETY: every operand read is inside the padded keys, values and local buffers
-            // (a block's last tile reads at most `BLOCK - 1` tokens past the segment); AMX is
-            // usable.
-            unsafe {
-                for (tile, scores) in scores[..key_tiles].iter_mut().enumerate() {
-                    let keys = amx::Bf16Block {
-                        weights: o.keys[o.key_row(head, block + tile * amx::BLOCK)..].as_ptr(),
+            let value_row_bytes = 2 * (o.tokens + amx::BLOCK);
+            for p in 0..panels.len() {
+                let columns = &mut columns[p];
+                // SAFETY: every operand read is inside the padded keys, values and local
+                // buffers (a block's last tile reads at most `BLOCK - 1` tokens past the
+                // segment); AMX is usable.
+                unsafe {
+                    let keys = amx::Bf16Blocks {
+                        weights: o.keys[o.key_row(head, block)..].as_ptr(),
                         row_bytes: 2 * o.depth,
-                        step_bytes: 2 * amx::STEP,
+                        block_bytes: 2 * o.depth * amx::BLOCK,
                         steps: o.depth / amx::STEP,
-                        panel: queries.as_ptr(),
+                        panel: queries[p].as_ptr(),
                     };
-                    amx::bf16_block(&keys, scores);
-                }
-                let flat = scores.as_flattened_mut().as_flattened_mut();
-                softmax_block_wide(
-                    s,
-                    &mut flat[..count * PANEL],
-                    PANEL,
-                    count,
-                    block,
-                    rows,
-                    problem.scale,
-                    &mut columns,
-                );
-                pack_weights(flat, count, PANEL, &mut weights);
-                // The tiles read whole steps of keys: the pairs past `count` weigh nothing.
-                weights[count.div_ceil(2) * PANEL..key_tiles * amx::STEP / 2 * PANEL].fill(0);
-                for (dim_block, outputs) in outputs[..dim_blocks].iter_mut().enumerate() {
-                    let values = amx::Bf16Block {
-                        weights: o.values[o.value_row(head, dim_block * amx::BLOCK) + block..]
-                            .as_ptr(),
-                        row_bytes: 2 * (o.tokens + amx::BLOCK),
-                        step_bytes: 2 * amx::STEP,
+                    amx::bf16_blocks(&keys, &mut scores[..key_tiles]);
+                    let flat = scores.as_flattened().as_flattened();
+                    softmax_into_pairs(
+                        s,
+                        &flat[..count * PANEL],
+                        problem.scale,
+                        columns,
+                        &mut weights,
+                    );
+                    // The tiles read whole steps of keys: the pairs past `count` weigh nothing.
+                    weights[count.div_ceil(2) * PANEL..key_tiles * amx::STEP / 2 * PANEL].fill(0);
+                    let values = amx::Bf16Blocks {
+                        weights: o.values[o.value_row(head, 0) + block..].as_ptr(),
+                        row_bytes: value_row_bytes,
+                        block_bytes: value_row_bytes * amx::BLOCK,
                         steps: key_tiles,
                         panel: weights.as_ptr(),
                     };
-                    amx::bf16_block(&values, &mut sums);
+                    amx::bf16_blocks(&values, &mut sums[..dim_blocks]);
                     let correction = [
                         _mm512_loadu_ps(columns.correction.as_ptr()),
                         _mm512_loadu_ps(columns.correction.as_ptr().add(LANES)),
                     ];
-                    for (output, sum) in outputs.iter_mut().zip(&sums) {
-                        for (half, &correction) in correction.iter().enumerate() {
-                            let at = output.as_mut_ptr().add(half * LANES);
-                            let sum = _mm512_loadu_ps(sum.as_ptr().add(half * LANES));
-                            _mm512_storeu_ps(
-                                at,
-                                _mm512_fmadd_ps(_mm512_loadu_ps(at), correction, sum),
-                            );
+                    for (outputs, sums) in outputs[p][..dim_blocks].iter_mut().zip(&sums) {
+                        for (output, sum) in outputs.iter_mut().zip(sums) {
+                            for (half, &correction) in correction.iter().enumerate() {
+                                let at = output.as_mut_ptr().add(half * LANES);
+                                let sum = _mm512_loadu_ps(sum.as_ptr().add(half * LANES));
+                                _mm512_storeu_ps(
+                                    at,
+                                    _mm512_fmadd_ps(_mm512_loadu_ps(at), correction, sum),
+                                );
+                            }
                         }
                     }
                 }
             }
             block += count;
         }
-        let totals = columns.sums();
-        for (r, &offset) in rows.offsets[..rows.len].iter().enumerate() {
-            let inverse = 1.0 / totals[r];
-            for c in 0..d {
-                // SAFETY: this task owns the row at `offset`, `d` floats.
-                unsafe {
-                    *out.add(offset + c) = outputs[c / amx::BLOCK][c % amx::BLOCK][r] * inverse
-                };
+        for ((tokens, columns), outputs) in panels.iter().zip(&columns).zip(&outputs) {
+            let totals = columns.sums();
+            for (r, t) in tokens.clone().enumerate() {
+                let inverse = 1.0 / totals[r];
+                for c in 0..d {
+                    // SAFETY: this task owns query `t`'s output row of this head, `d` floats.
+                    unsafe {
+                        *out.row(t).add(c) = outputs[c / amx::BLOCK][c % amx::BLOCK][r] * inverse
+                    };
+                }
             }
         }
+    }
+
+    /// Where the attention writes one head's output rows: row `t` at `out + t·row_stride +
+    /// first`.
+    struct OutputRows {
+        out: *mut f32,
+        row_stride: usize,
+        first: usize,
+    }
+
+    impl OutputRows {
+        /// # Safety
+        /// Token `t` is inside the output.
+        unsafe fn row(&self, t: usize) -> *mut f32 {
+            // SAFETY: as the caller guarantees.
+            unsafe { self.out.add(t * self.row_stride + self.first) }
+        }
+    }
+
+    /// [`softmax_block_wide`] for a panel of [`amx::BLOCK`] rows that all see every key of the
+    /// block (segments without masks, as the vision tower's), fused with [`pack_weights`]: each
+    /// pair of keys' weights is rounded into the panel words of the value product as it is
+    /// computed, so the f32 weights never go back to memory. The same operations in the same
+    /// order as those two, so the same results.
+    ///
+    /// # Safety
+    /// AVX-512 F; `scores` is `[count][amx::BLOCK]` and `weights` holds `count.div_ceil(2)`
+    /// rows of [`amx::BLOCK`] words.
+    #[inline(always)]
+    unsafe fn softmax_into_pairs(
+        s: Avx512,
+        scores: &[f32],
+        scale: f32,
+        columns: &mut SoftmaxColumns,
+        weights: &mut [u32],
+    ) {
+        const PANEL: usize = amx::BLOCK;
+        let count = scores.len() / PANEL;
+        let scale_log2_e = s.splat(scale * std::f32::consts::LOG2_E);
+        let scale = s.splat(scale);
+        // SAFETY: every access is inside the first `count` score rows and the word rows, and
+        // the lanes inside the columns.
+        unsafe {
+            for lane0 in (0..PANEL).step_by(LANES) {
+                let mut block_max = s.splat(f32::NEG_INFINITY);
+                for j in 0..count {
+                    let x = s.load(scores.as_ptr().add(j * PANEL + lane0));
+                    block_max = s.max(block_max, s.mul(x, scale));
+                }
+                let shift = columns.fold_max(s, lane0, block_max);
+                let shift = s.sub(s.zero(), shift);
+                let row = |j: usize| scores.as_ptr().add(j * PANEL + lane0);
+                let mut block_sum = s.zero();
+                for p in 0..count.div_ceil(2) {
+                    let low = exp2(s, s.mul_add(s.load(row(2 * p)), scale_log2_e, shift));
+                    block_sum = s.add(block_sum, low);
+                    let high = if 2 * p + 1 < count {
+                        let high = exp2(s, s.mul_add(s.load(row(2 * p + 1)), scale_log2_e, shift));
+                        block_sum = s.add(block_sum, high);
+                        high
+                    } else {
+                        s.zero()
+                    };
+                    // `vcvtne2ps2bf16` rounds to nearest even as `rounded_bits` does; a weight
+                    // below the smallest normal f32 becomes 0 instead of a bf16 denormal, which
+                    // the tiles count as 0 anyway.
+                    let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+                    let word = _mm512_permutexvar_epi16(interleave_halves(), halves);
+                    _mm512_storeu_si512(weights.as_mut_ptr().add(p * PANEL + lane0).cast(), word);
+                }
+                columns.add_sum(s, lane0, block_sum);
+            }
+        }
+    }
+
+    /// Indices that interleave the two halves of 32 values: `[a0, b0, a1, b1, …]` from
+    /// `[a0 … a15, b0 … b15]`, so lane `i` holds the pair `(a_i, b_i)`.
+    #[inline(always)]
+    fn interleave_halves() -> __m512i {
+        let indices: [u16; 32] = std::array::from_fn(|i| (i / 2 + 16 * (i % 2)) as u16);
+        // SAFETY: 64 bytes of plain data.
+        unsafe { std::mem::transmute(indices) }
     }
 
     /// `(pairs source, the R row starts in it, lane words [pairs][padded], pairs, padded)`.

@@ -21,6 +21,13 @@
 //!
 //! Without AVX-512 BF16 the rounded activations go through [`crate::linear`]: the same numbers,
 //! at the f32 rate.
+//!
+//! GGML block-quantized weights take the AMX tiles too, from [`PRODUCT_MIN_ROWS`] rows: each
+//! block of 32 weight rows is decoded and rounded to bf16 as it is packed for the tiles, so the
+//! result is the f32 product of the rounded activations with the rounded decoded weights (one
+//! more rounding of each weight, 2⁻⁹ of it at most, far inside the 4- or 8-bit format's own
+//! step). Elsewhere, and with fewer rows, quantized weights go to [`crate::linear`], which rounds
+//! the activations to its 8-bit blocks instead.
 
 use std::cell::RefCell;
 
@@ -49,12 +56,14 @@ thread_local! {
     static ROUNDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `out[m×n] = bf16(x[m×k]) · wᵀ (+ bias[n])`, `w` `[n, k]` row-major bf16, accumulating in f32.
+/// `out[m×n] = bf16(x[m×k]) · wᵀ (+ bias[n])`, `w` `[n, k]` row-major, accumulating in f32.
+///
+/// f32 weights are used as they are; quantized ones as the module documentation says.
 pub fn linear_bf16_products(
     x: &[f32],
     m: usize,
     k: usize,
-    w: &[bf16],
+    w: Weights<'_>,
     n: usize,
     bias: Option<&[f32]>,
     out: &mut [f32],
@@ -68,12 +77,12 @@ pub(crate) fn linear_bf16_products_at(
     x: &[f32],
     m: usize,
     k: usize,
-    w: &[bf16],
+    w: Weights<'_>,
     n: usize,
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    validate(x, m, k, Weights::Bf16(w), n, bias, out)?;
+    validate(x, m, k, w, n, bias, out)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -83,20 +92,37 @@ pub(crate) fn linear_bf16_products_at(
     }
     #[cfg(target_arch = "x86_64")]
     if x86::is_supported(level) {
-        if m >= PRODUCT_MIN_ROWS {
-            let amx = level >= SimdLevel::Amx && SimdLevel::Amx.is_supported() && n >= amx::BLOCK;
-            x86::linear(x, m, k, w, n, bias, out, amx);
-        } else {
-            x86::stream(x, m, k, w, n, bias, out);
+        let amx = m >= PRODUCT_MIN_ROWS
+            && level >= SimdLevel::Amx
+            && SimdLevel::Amx.is_supported()
+            && n >= amx::BLOCK;
+        let kernel = match w {
+            Weights::Bf16(w) if amx => Some(x86::PanelKernel::Amx(x86::AmxWeights::Bf16(w))),
+            Weights::Quantized(ty, w) if amx => {
+                Some(x86::PanelKernel::Amx(x86::AmxWeights::Quantized(ty, w)))
+            }
+            Weights::Bf16(w) if m >= PRODUCT_MIN_ROWS => Some(x86::PanelKernel::Vector(w)),
+            Weights::Bf16(w) => {
+                x86::stream(x, m, k, w, n, bias, out);
+                return Ok(());
+            }
+            Weights::F32(_) | Weights::Quantized(..) => None,
+        };
+        if let Some(kernel) = kernel {
+            x86::linear(x, m, k, kernel, n, bias, out);
+            return Ok(());
         }
-        return Ok(());
+    }
+    if let Weights::Quantized(..) = w {
+        // The 8-bit activation blocks of the quantized kernels already round the activations.
+        return linear_at(level, x, m, k, w, n, bias, out);
     }
     // Taken out of the cell, not borrowed: a nested call on this thread (a rayon task stolen
     // while this one waits) finds it empty and allocates its own.
     let mut rounded = ROUNDED.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
     rounded.clear();
     rounded.extend(x.iter().map(|&v| round_to_bf16(v)));
-    let result = linear_at(level, &rounded, m, k, Weights::Bf16(w), n, bias, out);
+    let result = linear_at(level, &rounded, m, k, w, n, bias, out);
     ROUNDED.with(|cell| *cell.borrow_mut() = rounded);
     result
 }
@@ -121,18 +147,26 @@ pub(crate) fn bf16_bits(v: f32) -> u16 {
 }
 
 /// Reference twin of [`linear_bf16_products`]: the activations rounded to bf16, then
-/// [`crate::linear_reference`].
+/// [`crate::linear_reference`]. Quantized weights are decoded and rounded to bf16 first, as
+/// the AMX tiles take them.
 pub fn linear_bf16_products_reference(
     x: &[f32],
     m: usize,
     k: usize,
-    w: &[bf16],
+    w: Weights<'_>,
     n: usize,
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    validate(x, m, k, w, n, bias, out)?;
     let rounded: Vec<f32> = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
-    crate::linear_reference(&rounded, m, k, Weights::Bf16(w), n, bias, out)
+    if let Weights::Quantized(ty, data) = w {
+        let mut decoded = vec![0.0; n * k];
+        crate::quant::dequantize(ty, data, &mut decoded)?;
+        let decoded: Vec<bf16> = decoded.into_iter().map(bf16::from_f32).collect();
+        return crate::linear_reference(&rounded, m, k, Weights::Bf16(&decoded), n, bias, out);
+    }
+    crate::linear_reference(&rounded, m, k, w, n, bias, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -143,6 +177,11 @@ pub(crate) mod x86 {
         _mm512_loadu_si512, _mm512_mask_or_epi32, _mm512_maskz_loadu_epi16,
         _mm512_permutex2var_epi16, _mm512_reduce_add_ps, _mm512_set1_epi32, _mm512_setzero_ps,
         _mm512_setzero_si512, _mm512_srli_epi32, _mm512_storeu_ps, _mm512_storeu_si512,
+    };
+
+    use std::arch::x86_64::{
+        _mm_loadu_si128, _mm512_cvtepi8_epi32, _mm512_cvtepi32_ps, _mm512_cvtepu8_epi32,
+        _mm512_mul_ps, _mm512_set1_ps, _mm512_sub_epi32, _mm512_sub_ps,
     };
 
     use std::arch::x86_64::{
@@ -157,6 +196,8 @@ pub(crate) mod x86 {
 
     use super::*;
     use crate::parallel::{SharedMut, threads};
+    use crate::quant::QuantType;
+    use crate::quant::formats::{Q4K_QUANTS, Q4K_SCALES, read_f16, scale_min_k4};
 
     pub(super) fn is_supported(level: SimdLevel) -> bool {
         level >= SimdLevel::Avx512
@@ -351,19 +392,33 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Shapes validated, all positive; the CPU has AVX-512 F and BF16, and AMX when `amx` (then
-    /// also `n >= amx::BLOCK`).
-    #[allow(clippy::too_many_arguments)]
+    /// What multiplies the panels: `vdpbf16ps` register tiles on stored bf16 rows, or AMX tiles.
+    #[derive(Clone, Copy)]
+    pub(super) enum PanelKernel<'a> {
+        Vector(&'a [bf16]),
+        Amx(AmxWeights<'a>),
+    }
+
+    /// The weights of the AMX product: stored bf16 rows, or GGML blocks decoded to bf16 a block
+    /// of rows at a time.
+    #[derive(Clone, Copy)]
+    pub(super) enum AmxWeights<'a> {
+        Bf16(&'a [bf16]),
+        Quantized(QuantType, &'a [u8]),
+    }
+
+    /// Shapes validated, all positive; the CPU has AVX-512 F, BW and BF16, and for
+    /// [`PanelKernel::Amx`] usable AMX tiles and `n >= amx::BLOCK`.
     pub(super) fn linear(
         x: &[f32],
         m: usize,
         k: usize,
-        w: &[bf16],
+        kernel: PanelKernel<'_>,
         n: usize,
         bias: Option<&[f32]>,
         out: &mut [f32],
-        amx: bool,
     ) {
+        let amx = matches!(kernel, PanelKernel::Amx(_));
         // AMX reads whole steps of depth from the panels: their pairs past `k` are zeros.
         let pairs = if amx {
             k.next_multiple_of(amx::STEP) / 2
@@ -400,21 +455,24 @@ pub(crate) mod x86 {
                 .for_each(|task| {
                     let first = task * columns_per_task;
                     let end = (first + columns_per_task).min(n);
-                    if amx {
-                        let tiles = AmxTiles {
-                            panels: panels_ref,
-                            panel_words,
-                            m,
-                            k,
-                            w,
-                            n,
-                            bias,
-                        };
-                        // SAFETY: AMX is usable (the caller checked); `first..end` are this
-                        // task's own columns.
-                        unsafe { tiles.columns(first..end, pass.clone(), out) };
-                        return;
-                    }
+                    let w = match kernel {
+                        PanelKernel::Amx(weights) => {
+                            let tiles = AmxTiles {
+                                panels: panels_ref,
+                                panel_words,
+                                m,
+                                k,
+                                weights,
+                                n,
+                                bias,
+                            };
+                            // SAFETY: AMX is usable (the caller checked); `first..end` are this
+                            // task's own columns.
+                            unsafe { tiles.columns(first..end, pass.clone(), out) };
+                            return;
+                        }
+                        PanelKernel::Vector(w) => w,
+                    };
                     let mut column = first;
                     while column < end {
                         let columns = TILE_COLUMNS.min(end - column);
@@ -453,7 +511,7 @@ pub(crate) mod x86 {
         panel_words: usize,
         m: usize,
         k: usize,
-        w: &'a [bf16],
+        weights: AmxWeights<'a>,
         n: usize,
         bias: Option<&'a [f32]>,
     }
@@ -466,13 +524,13 @@ pub(crate) mod x86 {
     impl AmxTiles<'_> {
         /// Output columns `columns` of the rows in the panels `pass`.
         ///
-        /// With several panels each block of weight rows is first copied step by step into
-        /// 2 KiB runs: a tile of 16 rows straight from the stored matrix reads 16 lines a whole
-        /// row apart, which all fall in one set of the L1 cache, and with the packed block (and
-        /// the panel prefetches of [`amx::bf16_block`]) a product of 512 rows of 4096 by 12288
-        /// ran 1.16 to 1.23 times as fast on two Xeon cores. One panel does not pay for the
-        /// copy (32 rows ran at half the speed); the copy also pads a partial last step with
-        /// zeros.
+        /// With several panels each block of stored bf16 weight rows is first copied step by
+        /// step into 2 KiB runs: a tile of 16 rows straight from the stored matrix reads 16
+        /// lines a whole row apart, which all fall in one set of the L1 cache, and with the
+        /// packed block (and the panel prefetches of [`amx::bf16_block`]) a product of 512 rows
+        /// of 4096 by 12288 ran 1.16 to 1.23 times as fast on two Xeon cores. One panel does not
+        /// pay for the copy (32 rows ran at half the speed); the copy also pads a partial last
+        /// step with zeros. Quantized blocks are always decoded into the packed layout.
         ///
         /// # Safety
         /// AMX is usable, `n >= amx::BLOCK`, and no other task writes these columns.
@@ -480,7 +538,12 @@ pub(crate) mod x86 {
             const PACKED_MIN_PANELS: usize = 4;
             let k = self.k;
             let steps = k.div_ceil(amx::STEP);
-            let pack = pass.len() >= PACKED_MIN_PANELS || !k.is_multiple_of(amx::STEP);
+            let pack = match self.weights {
+                AmxWeights::Bf16(_) => {
+                    pass.len() >= PACKED_MIN_PANELS || !k.is_multiple_of(amx::STEP)
+                }
+                AmxWeights::Quantized(..) => true,
+            };
             let mut packed = PACKED_BLOCK.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
             if pack {
                 packed.clear();
@@ -492,12 +555,20 @@ pub(crate) mod x86 {
                 // A block needs 32 whole weight rows: the last, short one starts early and
                 // recomputes columns already written (the same sums), writing only its new ones.
                 let block = column.min(self.n - amx::BLOCK);
-                let weights = &self.w[block * k..(block + amx::BLOCK) * k];
-                let (start, row_bytes, step_bytes) = if pack {
-                    pack_block(weights, k, &mut packed);
-                    (packed.as_ptr(), 2 * amx::STEP, 2 * amx::STEP * amx::BLOCK)
-                } else {
-                    (weights.as_ptr(), 2 * k, 2 * amx::STEP)
+                let (start, row_bytes, step_bytes) = match self.weights {
+                    AmxWeights::Bf16(w) if !pack => (w[block * k..].as_ptr(), 2 * k, 2 * amx::STEP),
+                    AmxWeights::Bf16(w) => {
+                        pack_block(&w[block * k..(block + amx::BLOCK) * k], k, &mut packed);
+                        (packed.as_ptr(), 2 * amx::STEP, 2 * amx::STEP * amx::BLOCK)
+                    }
+                    AmxWeights::Quantized(ty, w) => {
+                        let row_bytes = k / ty.block_values() * ty.block_bytes();
+                        let rows = &w[block * row_bytes..(block + amx::BLOCK) * row_bytes];
+                        // SAFETY: AVX-512 F, BW and BF16 come with AMX here (the caller
+                        // checked them); `k` is a whole number of blocks (validated).
+                        unsafe { decode_block(ty, rows, &mut packed) };
+                        (packed.as_ptr(), 2 * amx::STEP, 2 * amx::STEP * amx::BLOCK)
+                    }
                 };
                 for panel in pass.clone() {
                     let operands = amx::Bf16Block {
@@ -544,6 +615,118 @@ pub(crate) mod x86 {
                 let at = (whole.len() * amx::BLOCK + r) * amx::STEP;
                 packed[at..at + tail.len()].copy_from_slice(tail);
             }
+        }
+    }
+
+    /// [`pack_block`] for [`amx::BLOCK`] rows of GGML blocks (`rows` holds them all, the same
+    /// number of blocks each): every value decoded as [`crate::quant::dequantize`] decodes it
+    /// (the same f32 operations), then rounded to bf16.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW are supported; `packed` holds a step for every 32 values of a row.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn decode_block(ty: QuantType, rows: &[u8], packed: &mut [bf16]) {
+        const BLOCK_STEP: usize = 2 * amx::STEP * amx::BLOCK;
+        let row_bytes = rows.len() / amx::BLOCK;
+        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            // Step `s` of this row: `STEP` values, `BLOCK_STEP` bytes after step `s - 1`.
+            let target = packed[r * amx::STEP..].as_mut_ptr().cast::<u8>();
+            // SAFETY: every block read is inside `row`; every step written is inside `packed`;
+            // the loads of 16 quants read bytes of the block.
+            unsafe {
+                let step = |s: usize| target.add(s * BLOCK_STEP);
+                match ty {
+                    QuantType::Q8_0 => {
+                        for (s, block) in row.chunks_exact(ty.block_bytes()).enumerate() {
+                            let d = _mm512_set1_ps(read_f16(block, 0));
+                            let quants = block.as_ptr().add(2);
+                            let low = _mm512_cvtepi8_epi32(_mm_loadu_si128(quants.cast()));
+                            let high = _mm512_cvtepi8_epi32(_mm_loadu_si128(quants.add(16).cast()));
+                            store_rounded(
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(low), d),
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(high), d),
+                                step(s),
+                            );
+                        }
+                    }
+                    QuantType::Q4_0 => {
+                        let eight = _mm512_set1_epi32(8);
+                        for (s, block) in row.chunks_exact(ty.block_bytes()).enumerate() {
+                            let d = _mm512_set1_ps(read_f16(block, 0));
+                            let (low, high) = nibbles(block.as_ptr().add(2));
+                            let low = _mm512_sub_epi32(low, eight);
+                            let high = _mm512_sub_epi32(high, eight);
+                            store_rounded(
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(low), d),
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(high), d),
+                                step(s),
+                            );
+                        }
+                    }
+                    QuantType::Q4K => {
+                        const SUB_BLOCK: usize = 32;
+                        for (b, block) in row.chunks_exact(ty.block_bytes()).enumerate() {
+                            let (d, dmin) = (read_f16(block, 0), read_f16(block, 2));
+                            let scales = &block[Q4K_SCALES..Q4K_QUANTS];
+                            for pair in 0..4 {
+                                let quants = block.as_ptr().add(Q4K_QUANTS + pair * SUB_BLOCK);
+                                let (first_low, first_high) = nibbles(quants);
+                                let (second_low, second_high) = nibbles(quants.add(16));
+                                for (half, low, high) in
+                                    [(0, first_low, second_low), (1, first_high, second_high)]
+                                {
+                                    let (scale, min) = scale_min_k4(2 * pair + half, scales);
+                                    let scale = _mm512_set1_ps(d * f32::from(scale));
+                                    let min = _mm512_set1_ps(dmin * f32::from(min));
+                                    store_rounded(
+                                        scaled_less(low, scale, min),
+                                        scaled_less(high, scale, min),
+                                        step(8 * b + 2 * pair + half),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The low and the high nibbles of 16 bytes at `bytes`, as 32-bit integers.
+    ///
+    /// # Safety
+    /// AVX-512 F is supported; 16 bytes at `bytes` are readable.
+    #[inline(always)]
+    unsafe fn nibbles(bytes: *const u8) -> (__m512i, __m512i) {
+        // SAFETY: forwarded.
+        unsafe {
+            let quants = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes.cast()));
+            let low = _mm512_and_si512(quants, _mm512_set1_epi32(0x0f));
+            (low, _mm512_srli_epi32::<4>(quants))
+        }
+    }
+
+    /// `q · scale − min` for 16 integers `q`, rounded twice as the scalar decoder does.
+    ///
+    /// # Safety
+    /// AVX-512 F is supported.
+    #[inline(always)]
+    unsafe fn scaled_less(q: __m512i, scale: __m512, min: __m512) -> __m512 {
+        // SAFETY: forwarded.
+        unsafe { _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q), scale), min) }
+    }
+
+    /// `low` then `high` rounded to bf16 ([`rounded_bits`]): 64 bytes at `target`.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW are supported; 64 bytes at `target` are writable.
+    #[inline(always)]
+    unsafe fn store_rounded(low: __m512, high: __m512, target: *mut u8) {
+        // SAFETY: forwarded.
+        unsafe {
+            let packed =
+                _mm512_permutex2var_epi16(rounded_bits(low), high_halves(), rounded_bits(high));
+            _mm512_storeu_si512(target.cast(), packed);
         }
     }
 

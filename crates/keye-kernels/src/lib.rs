@@ -11,7 +11,9 @@
 //! blocks of 32 (256 for `Q4_K` weights and at most [`STREAMING_MAX_ROWS`] rows, as llama.cpp's
 //! `Q8_K`) and uses integer dot products, so its results are close to, not equal to, the f32
 //! product with the dequantized weights (the error is bounded by `Σ |w| · absmax(x block) / 254`). Only for many rows on a CPU without AVX-512 VNNI does it
-//! decode the weights to f32 panels and keep the activations exact. The optional compact KV caches
+//! decode the weights to f32 panels and keep the activations exact. [`linear_bf16_products`] on
+//! quantized weights, from 17 rows on a CPU with AMX, rounds the activations and the decoded
+//! weights to bf16 instead. The optional compact KV caches
 //! ([`CompactRows`], [`attention_causal_compact`]) likewise round what they store: to bf16, or
 //! each cached row to 8 bits.
 //!

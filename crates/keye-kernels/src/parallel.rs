@@ -5,23 +5,30 @@ use std::cell::RefCell;
 
 /// A raw output pointer that rayon tasks share to write *disjoint* elements of one slice, where
 /// the disjoint parts are strided and `split_at_mut` cannot express them.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut(*mut f32);
+pub(crate) struct SharedMut<T = f32>(*mut T);
+
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SharedMut<T> {}
 
 // SAFETY: the pointer is only dereferenced through `SharedMut::get`, whose callers guarantee
 // that concurrent tasks write disjoint elements and that the slice outlives the tasks.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
 
-impl SharedMut {
-    pub(crate) fn new(slice: &mut [f32]) -> Self {
+impl<T> SharedMut<T> {
+    pub(crate) fn new(slice: &mut [T]) -> Self {
         SharedMut(slice.as_mut_ptr())
     }
 
     /// # Safety
     /// No other task writes the elements this pointer is used for, and the slice is still
     /// borrowed by the call that created `self`.
-    pub(crate) unsafe fn get(self) -> *mut f32 {
+    pub(crate) unsafe fn get(self) -> *mut T {
         self.0
     }
 }

@@ -168,8 +168,11 @@ pub enum MatmulPrecision {
     F32,
     /// Activations are rounded to bf16 first, as in PyTorch's bf16 inference and llama.cpp, so
     /// prompt and image products run on AVX-512 BF16 dot products where the CPU has them
-    /// (about 3× the f32 path). Products with f32 or quantized weights are unchanged. The vision
-    /// tower's attention rounds q, k, v and its softmax weights likewise.
+    /// (about 3× the f32 path). On CPUs with AMX, products of 17 rows or more with quantized
+    /// weights run on the bf16 tiles too, each block of weight rows decoded and rounded to bf16
+    /// (elsewhere quantized products keep their 8-bit activation blocks); products with f32
+    /// weights are unchanged. The vision tower's attention rounds q, k, v and its softmax
+    /// weights likewise.
     Bf16,
 }
 

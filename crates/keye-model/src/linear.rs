@@ -219,8 +219,8 @@ impl CustomOp1 for Linear {
         let mut out = vec![0f32; m * n];
         let bias = self.bias.as_deref();
         match (self.weight.weights(), self.precision) {
-            (Weights::Bf16(w), MatmulPrecision::Bf16) => {
-                keye_kernels::linear_bf16_products(x, m, k, w, n, bias, &mut out)
+            (weights @ (Weights::Bf16(_) | Weights::Quantized(..)), MatmulPrecision::Bf16) => {
+                keye_kernels::linear_bf16_products(x, m, k, weights, n, bias, &mut out)
             }
             (weights, _) => keye_kernels::linear(x, m, k, weights, n, bias, &mut out),
         }

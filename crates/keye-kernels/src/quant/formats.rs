@@ -13,8 +13,8 @@ const SUB_BLOCK: usize = 32;
 /// Sub-blocks per `Q4_K` super-block.
 const SUB_BLOCKS: usize = 8;
 /// Byte offsets inside a `Q4_K` block.
-const Q4K_SCALES: usize = 4;
-const Q4K_QUANTS: usize = 16;
+pub(crate) const Q4K_SCALES: usize = 4;
+pub(crate) const Q4K_QUANTS: usize = 16;
 
 #[inline]
 pub(crate) fn read_f16(block: &[u8], at: usize) -> f32 {

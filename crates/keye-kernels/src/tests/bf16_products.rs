@@ -2,7 +2,8 @@ use half::bf16;
 
 use super::{assert_close, rng, uniform};
 use crate::bf16_products::{bf16_bits, linear_bf16_products_at, round_to_bf16};
-use crate::{SimdLevel, linear_bf16_products_reference};
+use crate::linear::linear_at;
+use crate::{QuantType, SimdLevel, Weights, linear_bf16_products_reference, quantize};
 
 /// As for `linear`: relative to `Σ|bf16(x)·w| + |bias|`, far above any summation order's effect
 /// and far below a wrong, missing or unrounded term's.
@@ -16,14 +17,16 @@ fn check(level: SimdLevel, seed: u64, m: usize, k: usize, n: usize, with_bias: b
         .map(bf16::from_f32)
         .collect();
     let bias = with_bias.then(|| uniform(&mut rng, n, -1.0, 1.0));
+    let weights = &w;
     let mut got = vec![f32::NAN; m * n];
     let mut expected = vec![0.0; m * n];
-    linear_bf16_products_at(level, &x, m, k, &w, n, bias.as_deref(), &mut got).unwrap();
-    linear_bf16_products_reference(&x, m, k, &w, n, bias.as_deref(), &mut expected).unwrap();
+    let w = Weights::Bf16(&w);
+    linear_bf16_products_at(level, &x, m, k, w, n, bias.as_deref(), &mut got).unwrap();
+    linear_bf16_products_reference(&x, m, k, w, n, bias.as_deref(), &mut expected).unwrap();
     let magnitude = |index: usize| {
         let (i, j) = (index / n, index % n);
         let dot: f32 = (0..k)
-            .map(|c| (round_to_bf16(x[i * k + c]) * w[j * k + c].to_f32()).abs())
+            .map(|c| (round_to_bf16(x[i * k + c]) * weights[j * k + c].to_f32()).abs())
             .sum();
         dot + bias.as_ref().map_or(0.0, |b| b[j].abs())
     };
@@ -129,7 +132,8 @@ fn rounding_changes_the_result_where_activations_are_not_bf16() {
         for m in [1, 8, 40] {
             let x = vec![1.0 + 1.0 / 512.0; m];
             let mut got = vec![0.0; m];
-            linear_bf16_products_at(level, &x, m, 1, &[bf16::ONE], 1, None, &mut got).unwrap();
+            let one = Weights::Bf16(&[bf16::ONE]);
+            linear_bf16_products_at(level, &x, m, 1, one, 1, None, &mut got).unwrap();
             assert_eq!(got, vec![1.0; m], "{level} m={m}");
         }
     }
@@ -147,25 +151,69 @@ fn streamed_rows_equal_one_row_calls_bit_for_bit() {
         .map(bf16::from_f32)
         .collect();
     let bias = uniform(&mut rng, n, -1.0, 1.0);
+    let w = Weights::Bf16(&w);
     for level in SimdLevel::supported() {
         let single: Vec<Vec<f32>> = x
             .chunks_exact(k)
             .map(|row| {
                 let mut out = vec![0.0; n];
-                linear_bf16_products_at(level, row, 1, k, &w, n, Some(&bias), &mut out).unwrap();
+                linear_bf16_products_at(level, row, 1, k, w, n, Some(&bias), &mut out).unwrap();
                 out
             })
             .collect();
         for m in 2..=crate::STREAMING_MAX_ROWS {
             let mut out = vec![0.0; m * n];
-            linear_bf16_products_at(level, &x[..m * k], m, k, &w, n, Some(&bias), &mut out)
-                .unwrap();
+            linear_bf16_products_at(level, &x[..m * k], m, k, w, n, Some(&bias), &mut out).unwrap();
             for (i, row) in out.chunks_exact(n).enumerate() {
                 let same = row
                     .iter()
                     .zip(&single[i])
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{level} m={m} row {i} differs from its one-row call");
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_weights_on_amx_match_the_rounded_decoded_reference() {
+    // On AMX the blocks are decoded and rounded to bf16 in the tiles' packing: the result must be
+    // the rounded activations times the rounded decoded weights. Everywhere else (and below
+    // PRODUCT_MIN_ROWS rows) the call is `linear` on the quantized weights, bit for bit.
+    // Shapes: one block of weight rows, several with an overlapping last one, one and several
+    // panels per pass, every format's block size.
+    let shapes = [(17, 256, 32), (40, 512, 45), (129, 256, 70), (300, 768, 33)];
+    for ty in QuantType::ALL {
+        for (index, &(m, k, n)) in shapes.iter().enumerate() {
+            let mut rng = rng(40 + index as u64);
+            let x = uniform(&mut rng, m * k, -1.0, 1.0);
+            let values = uniform(&mut rng, n * k, -1.0, 1.0);
+            let mut data = vec![0u8; n * ty.bytes_for(k).unwrap()];
+            quantize(ty, &values, &mut data).unwrap();
+            let w = Weights::Quantized(ty, &data);
+            let bias = (index % 2 == 1).then(|| uniform(&mut rng, n, -1.0, 1.0));
+            for level in SimdLevel::supported() {
+                let context = format!("quantized bf16 products {ty} {level} m={m} k={k} n={n}");
+                let mut got = vec![f32::NAN; m * n];
+                linear_bf16_products_at(level, &x, m, k, w, n, bias.as_deref(), &mut got).unwrap();
+                let mut expected = vec![0.0; m * n];
+                if level == SimdLevel::Amx {
+                    linear_bf16_products_reference(&x, m, k, w, n, bias.as_deref(), &mut expected)
+                        .unwrap();
+                    let mut decoded = vec![0.0; n * k];
+                    crate::dequantize(ty, &data, &mut decoded).unwrap();
+                    let magnitude = |index: usize| {
+                        let (i, j) = (index / n, index % n);
+                        let dot: f32 = (0..k)
+                            .map(|c| (x[i * k + c] * decoded[j * k + c]).abs())
+                            .sum();
+                        dot + bias.as_ref().map_or(0.0, |b| b[j].abs())
+                    };
+                    assert_close(&got, &expected, magnitude, RELATIVE_TOLERANCE, &context);
+                } else {
+                    linear_at(level, &x, m, k, w, n, bias.as_deref(), &mut expected).unwrap();
+                    assert_eq!(got, expected, "{context}");
+                }
             }
         }
     }
