@@ -180,8 +180,8 @@ pub(crate) mod x86 {
     };
 
     use std::arch::x86_64::{
-        _mm_loadu_si128, _mm512_cvtepi8_epi32, _mm512_cvtepi32_ps, _mm512_cvtepu8_epi32,
-        _mm512_mul_ps, _mm512_set1_ps, _mm512_sub_epi32, _mm512_sub_ps,
+        _MM_HINT_ET0, _mm_loadu_si128, _mm_prefetch, _mm512_cvtepi8_epi32, _mm512_cvtepi32_ps,
+        _mm512_cvtepu8_epi32, _mm512_mul_ps, _mm512_set1_ps, _mm512_sub_epi32, _mm512_sub_ps,
     };
 
     use std::arch::x86_64::{
@@ -578,18 +578,18 @@ pub(crate) mod x86 {
                         steps,
                         panel: self.panels[panel * self.panel_words..].as_ptr(),
                     };
+                    let written = OutputBlock {
+                        first_row: panel * PANEL_ROWS,
+                        rows: PANEL_ROWS.min(self.m - panel * PANEL_ROWS),
+                        first_column: block,
+                        new_from: column - block,
+                    };
                     // SAFETY: the weights hold `steps` whole steps of 32 rows; the panel holds
                     // `k` rounded up to whole steps of pairs; AMX is usable (the caller
-                    // guarantees it).
+                    // guarantees it); the block is inside the output.
                     unsafe {
+                        written.prefetch(out, self.n);
                         amx::bf16_block(&operands, &mut sums);
-                        let rows = PANEL_ROWS.min(self.m - panel * PANEL_ROWS);
-                        let written = OutputBlock {
-                            first_row: panel * PANEL_ROWS,
-                            rows,
-                            first_column: block,
-                            new_from: column - block,
-                        };
                         written.store(&sums, self.bias, out, self.n);
                     }
                 }
@@ -740,6 +740,26 @@ pub(crate) mod x86 {
     }
 
     impl OutputBlock {
+        /// Asks for the block's output lines with intent to write: the sums arrive after the
+        /// whole depth, by when the lines (of an output too large for the caches, written once)
+        /// are no longer a miss on the store.
+        ///
+        /// # Safety
+        /// The block's rows and columns are inside `out` (`n` columns).
+        #[inline(always)]
+        unsafe fn prefetch(&self, out: SharedMut, n: usize) {
+            const LAST_BYTE: usize = 4 * amx::BLOCK - 1;
+            for row in self.first_row..self.first_row + self.rows {
+                // SAFETY: the row's 32 columns are inside the output.
+                unsafe {
+                    let at = out.get().add(row * n + self.first_column).cast::<i8>();
+                    for offset in [0, 64, LAST_BYTE] {
+                        _mm_prefetch::<_MM_HINT_ET0>(at.add(offset));
+                    }
+                }
+            }
+        }
+
         /// `out[row][column] = sums[column][row] + bias[column]`, 16 × 16 sums transposed in
         /// registers at a time.
         ///
