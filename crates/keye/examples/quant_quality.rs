@@ -7,9 +7,12 @@
 //! cargo run --release -p keye --example quant_quality
 //! ```
 //!
-//! The format applies to the language model's and the vision tower's linear weights alike; one
-//! row rounds the activations of the bf16 products to bf16 (`--matmul-precision bf16`); the
-//! last rows keep the weights as stored and use the 8-bit KV cache instead.
+//! The format applies to the language model's and the vision tower's linear weights alike; the
+//! rows marked "bf16 activations" run with `--matmul-precision bf16`, which rounds the
+//! activations of the bf16 products to bf16 and, on CPUs with AMX, sends quantized products of
+//! 17 rows or more (prompts, images) to the bf16 tiles with the weights decoded and rounded to
+//! bf16 (elsewhere those rows differ from the exact ones only in the vision attention); the
+//! last rows keep the weights as stored and use the bf16 and 8-bit KV caches instead.
 
 use std::path::{Path, PathBuf};
 
@@ -93,6 +96,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (
             WeightFormat::Quantized(QuantType::Q4K),
             exact,
+            KvCacheFormat::F32,
+        ),
+        (
+            WeightFormat::Quantized(QuantType::Q8_0),
+            MatmulPrecision::Bf16,
+            KvCacheFormat::F32,
+        ),
+        (
+            WeightFormat::Quantized(QuantType::Q4K),
+            MatmulPrecision::Bf16,
             KvCacheFormat::F32,
         ),
         (WeightFormat::Stored, exact, KvCacheFormat::Bf16),
