@@ -201,6 +201,9 @@ pub(crate) struct Bf16Blocks {
     /// Steps of depth per block; every one is whole.
     pub steps: usize,
     pub panel: *const u32,
+    /// Whether the last block's rows 16–31 are all padding: its upper weight tile is then
+    /// neither loaded nor multiplied, and those sums are zeros.
+    pub half_last: bool,
 }
 
 /// [`bf16_block`] for `sums.len()` blocks of weight rows against the same panel, block `b`'s
@@ -217,6 +220,15 @@ pub(crate) unsafe fn bf16_blocks(blocks: &Bf16Blocks, sums: &mut [[[f32; BLOCK];
     if sums.is_empty() {
         return;
     }
+    // The first row of the block whose upper half is skipped; no block starts at the null
+    // address.
+    let half_block = if blocks.half_last {
+        blocks
+            .weights
+            .wrapping_byte_add((sums.len() - 1) * blocks.block_bytes)
+    } else {
+        std::ptr::null()
+    };
     // Tiles as in `bf16_block`.
     // SAFETY: the caller guarantees the operands; the statement leaves no tile state behind.
     unsafe {
@@ -239,11 +251,14 @@ pub(crate) unsafe fn bf16_blocks(blocks: &Bf16Blocks, sums: &mut [[[f32; BLOCK];
             "tileloadd tmm4, [{weights} + {row_bytes}*1]",
             "tileloadd tmm6, [{panel} + {line}*1]",
             "tileloadd tmm7, [{panel} + {line}*1 + 64]",
-            "tileloadd tmm5, [{weights_high} + {row_bytes}*1]",
             "tdpbf16ps tmm0, tmm4, tmm6",
             "tdpbf16ps tmm1, tmm4, tmm7",
+            "cmp {block_start}, {half_block}",
+            "je 5f",
+            "tileloadd tmm5, [{weights_high} + {row_bytes}*1]",
             "tdpbf16ps tmm2, tmm5, tmm6",
             "tdpbf16ps tmm3, tmm5, tmm7",
+            "5:",
             "add {weights}, {step_bytes}",
             "add {weights_high}, {step_bytes}",
             "add {panel}, {panel_step}",
@@ -271,6 +286,7 @@ pub(crate) unsafe fn bf16_blocks(blocks: &Bf16Blocks, sums: &mut [[[f32; BLOCK];
             panel_start = in(reg) blocks.panel,
             panel = out(reg) _,
             line = in(reg) LINE,
+            half_block = in(reg) half_block,
             out = inout(reg) sums.as_mut_ptr() => _,
             step_bytes = const 2 * STEP,
             panel_step = const PANEL_STEP_BYTES,

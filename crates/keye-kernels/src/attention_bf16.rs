@@ -476,6 +476,7 @@ mod x86 {
                         block_bytes: 2 * o.depth * amx::BLOCK,
                         steps: o.depth / amx::STEP,
                         panel: queries[p].as_ptr(),
+                        half_last: false,
                     };
                     amx::bf16_blocks(&keys, &mut scores[..key_tiles]);
                     let flat = scores.as_flattened().as_flattened();
@@ -494,6 +495,9 @@ mod x86 {
                         block_bytes: value_row_bytes * amx::BLOCK,
                         steps: key_tiles,
                         panel: weights.as_ptr(),
+                        // 72 dimensions (SigLIP): the third block of 32 holds only 8, its upper
+                        // 16 rows are padding.
+                        half_last: d + amx::BLOCK / 2 <= o.depth,
                     };
                     amx::bf16_blocks(&values, &mut sums[..dim_blocks]);
                     let correction = [
