@@ -218,3 +218,17 @@ fn quantized_weights_on_amx_match_the_rounded_decoded_reference() {
         }
     }
 }
+
+#[test]
+fn padding_is_zero_after_a_call_with_infinite_activations() {
+    // The panels are reused without clearing; their padding (rows past m, depth past k) must be
+    // written as zeros, or an infinity left by an earlier call meets a zero weight and gives NaN.
+    for level in SimdLevel::supported() {
+        let (m, k, n) = (64, 64, 32);
+        let x = vec![f32::INFINITY; m * k];
+        let w = vec![bf16::ONE; n * k];
+        let mut out = vec![0.0; m * n];
+        linear_bf16_products_at(level, &x, m, k, Weights::Bf16(&w), n, None, &mut out).unwrap();
+        check(level, 77, 40, 45, 33, false);
+    }
+}
