@@ -437,10 +437,17 @@ pub(crate) mod x86 {
             // SAFETY: the CPU supports AVX-512 F and BW (the caller checked).
             .for_each(|(panel, rows)| unsafe { transpose_rounded(rows, k, panel) });
 
-        // About 16 tasks per thread, in whole tiles, so rayon can balance uneven progress.
-        let tile_columns = if amx { amx::BLOCK } else { TILE_COLUMNS };
+        // About 16 tasks per thread, in whole tiles, so rayon can balance uneven progress; 8 on
+        // AMX, whose tasks group their weight blocks against each panel (`AmxTiles::columns`),
+        // so that a task of the vision tower's 1152 columns holds more than two blocks (its
+        // three products 1.0-1.1x as fast as with 16 tasks per thread).
+        let (tile_columns, tasks_per_thread) = if amx {
+            (amx::BLOCK, 8)
+        } else {
+            (TILE_COLUMNS, 16)
+        };
         let columns_per_task = n
-            .div_ceil(threads() * 16)
+            .div_ceil(threads() * tasks_per_thread)
             .next_multiple_of(tile_columns)
             .max(tile_columns);
         // Every weight tile passes over the panels of one pass in turn, so a pass must stay in
@@ -537,6 +544,12 @@ pub(crate) mod x86 {
         /// AMX is usable, `n >= amx::BLOCK`, and no other task writes these columns.
         unsafe fn columns(&self, columns: Range<usize>, pass: Range<usize>, out: SharedMut) {
             const PACKED_MIN_PANELS: usize = 4;
+            // Blocks of weight rows that meet each panel in turn, packed together in at most
+            // GROUP_BYTES (half of a core's L2): a panel then comes from the last-level cache
+            // once per group instead of once per block (one block at a time: a 512 × 4096 ×
+            // 12288 product 1.08-1.15x as slow, the vision shapes 1.06-1.22x).
+            const GROUP_BLOCKS: usize = 8;
+            const GROUP_BYTES: usize = 1 << 20;
             let k = self.k;
             let steps = k.div_ceil(amx::STEP);
             let pack = match self.weights {
@@ -545,56 +558,74 @@ pub(crate) mod x86 {
                 }
                 AmxWeights::Quantized(..) => true,
             };
+            let block_len = steps * amx::BLOCK * amx::STEP;
+            let group_blocks = (GROUP_BYTES / (2 * block_len)).clamp(1, GROUP_BLOCKS);
             let mut packed = PACKED_BLOCK.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
             if pack {
                 packed.clear();
-                packed.resize(steps * amx::BLOCK * amx::STEP, bf16::ZERO);
+                packed.resize(group_blocks * block_len, bf16::ZERO);
             }
             let mut sums = [[0.0f32; amx::BLOCK]; amx::BLOCK];
             let mut column = columns.start;
             while column < columns.end {
-                // A block needs 32 whole weight rows: the last, short one starts early and
-                // recomputes columns already written (the same sums), writing only its new ones.
-                let block = column.min(self.n - amx::BLOCK);
-                let (start, row_bytes, step_bytes) = match self.weights {
-                    AmxWeights::Bf16(w) if !pack => (w[block * k..].as_ptr(), 2 * k, 2 * amx::STEP),
-                    AmxWeights::Bf16(w) => {
-                        pack_block(&w[block * k..(block + amx::BLOCK) * k], k, &mut packed);
-                        (packed.as_ptr(), 2 * amx::STEP, 2 * amx::STEP * amx::BLOCK)
-                    }
-                    AmxWeights::Quantized(ty, w) => {
-                        let row_bytes = k / ty.block_values() * ty.block_bytes();
-                        let rows = &w[block * row_bytes..(block + amx::BLOCK) * row_bytes];
-                        // SAFETY: AVX-512 F, BW and BF16 come with AMX here (the caller
-                        // checked them); `k` is a whole number of blocks (validated).
-                        unsafe { decode_block(ty, rows, &mut packed) };
-                        (packed.as_ptr(), 2 * amx::STEP, 2 * amx::STEP * amx::BLOCK)
-                    }
+                let mut group = [(0, 0, std::ptr::null::<bf16>()); GROUP_BLOCKS];
+                let mut blocks = 0;
+                while blocks < group_blocks && column < columns.end {
+                    // A block needs 32 whole weight rows: the last, short one starts early and
+                    // recomputes columns already written (the same sums), writing only its new
+                    // ones.
+                    let block = column.min(self.n - amx::BLOCK);
+                    let packed_len = packed.len();
+                    let target = &mut packed[(blocks * block_len).min(packed_len)..];
+                    let start = match self.weights {
+                        AmxWeights::Bf16(w) if !pack => w[block * k..].as_ptr(),
+                        AmxWeights::Bf16(w) => {
+                            pack_block(&w[block * k..(block + amx::BLOCK) * k], k, target);
+                            target.as_ptr()
+                        }
+                        AmxWeights::Quantized(ty, w) => {
+                            let row_bytes = k / ty.block_values() * ty.block_bytes();
+                            let rows = &w[block * row_bytes..(block + amx::BLOCK) * row_bytes];
+                            // SAFETY: AVX-512 F, BW and BF16 come with AMX here (the caller
+                            // checked them); `k` is a whole number of blocks (validated).
+                            unsafe { decode_block(ty, rows, target) };
+                            target.as_ptr()
+                        }
+                    };
+                    group[blocks] = (block, column - block, start);
+                    blocks += 1;
+                    column = (block + amx::BLOCK).min(columns.end);
+                }
+                let (row_bytes, step_bytes) = if pack {
+                    (2 * amx::STEP, 2 * amx::STEP * amx::BLOCK)
+                } else {
+                    (2 * k, 2 * amx::STEP)
                 };
                 for panel in pass.clone() {
-                    let operands = amx::Bf16Block {
-                        weights: start.cast(),
-                        row_bytes,
-                        step_bytes,
-                        steps,
-                        panel: self.panels[panel * self.panel_words..].as_ptr(),
-                    };
-                    let written = OutputBlock {
-                        first_row: panel * PANEL_ROWS,
-                        rows: PANEL_ROWS.min(self.m - panel * PANEL_ROWS),
-                        first_column: block,
-                        new_from: column - block,
-                    };
-                    // SAFETY: the weights hold `steps` whole steps of 32 rows; the panel holds
-                    // `k` rounded up to whole steps of pairs; AMX is usable (the caller
-                    // guarantees it); the block is inside the output.
-                    unsafe {
-                        written.prefetch(out, self.n);
-                        amx::bf16_block(&operands, &mut sums);
-                        written.store(&sums, self.bias, out, self.n);
+                    for &(block, new_from, start) in &group[..blocks] {
+                        let operands = amx::Bf16Block {
+                            weights: start.cast(),
+                            row_bytes,
+                            step_bytes,
+                            steps,
+                            panel: self.panels[panel * self.panel_words..].as_ptr(),
+                        };
+                        let written = OutputBlock {
+                            first_row: panel * PANEL_ROWS,
+                            rows: PANEL_ROWS.min(self.m - panel * PANEL_ROWS),
+                            first_column: block,
+                            new_from,
+                        };
+                        // SAFETY: the weights hold `steps` whole steps of 32 rows; the panel
+                        // holds `k` rounded up to whole steps of pairs; AMX is usable (the
+                        // caller guarantees it); the block is inside the output.
+                        unsafe {
+                            written.prefetch(out, self.n);
+                            amx::bf16_block(&operands, &mut sums);
+                            written.store(&sums, self.bias, out, self.n);
+                        }
                     }
                 }
-                column = (block + amx::BLOCK).min(columns.end);
             }
             PACKED_BLOCK.with(|cell| *cell.borrow_mut() = packed);
         }
