@@ -295,23 +295,27 @@ mod x86 {
         values.clear();
         values.resize(heads * rows * stride, 0);
         let target = SharedMut::new(values);
-        // By blocks of tokens, so `v` is read in order and each task writes a run of
-        // neighbouring slots in every row (one value per row at a time, down a column of the
-        // token-major `v`, missed the cache at every read: 10 % of the attention's time).
+        for_each_token_head(tokens, heads, |t, h| {
+            let source = &v[(t * heads + h) * head_dim..][..head_dim];
+            for (c, &x) in source.iter().enumerate() {
+                // SAFETY: inside `values` ([heads][rows][stride], c < head_dim <= rows,
+                // t < tokens <= stride); only this task writes token `t`.
+                unsafe { *target.get().add((h * rows + c) * stride + t) = bf16_bits(x) };
+            }
+        });
+    }
+
+    /// `f(token, head)` for every token and head, in parallel by blocks of [`TOKEN_BLOCK`]
+    /// tokens, each token in one task: the token-major `[token][head][dim]` operands are read
+    /// in order (one value per row at a time, down a column of `v`, missed the cache at every
+    /// read: 10 % of the attention's time).
+    fn for_each_token_head(tokens: usize, heads: usize, f: impl Fn(usize, usize) + Sync) {
         (0..tokens.div_ceil(TOKEN_BLOCK))
             .into_par_iter()
             .for_each(|block| {
-                let block = block * TOKEN_BLOCK..((block + 1) * TOKEN_BLOCK).min(tokens);
-                for t in block {
+                for t in block * TOKEN_BLOCK..((block + 1) * TOKEN_BLOCK).min(tokens) {
                     for h in 0..heads {
-                        let source = &v[(t * heads + h) * head_dim..][..head_dim];
-                        for (c, &x) in source.iter().enumerate() {
-                            // SAFETY: inside `values` ([heads][rows][stride], c < head_dim <=
-                            // rows, t < tokens <= stride); only this task writes token `t`.
-                            unsafe {
-                                *target.get().add((h * rows + c) * stride + t) = bf16_bits(x)
-                            };
-                        }
+                        f(t, h);
                     }
                 }
             });
@@ -369,24 +373,17 @@ mod x86 {
             rows.resize(heads * padded_tokens * depth, 0);
         }
         let (query_rows, key_rows) = (SharedMut::new(queries), SharedMut::new(keys));
-        (0..tokens.div_ceil(TOKEN_BLOCK))
-            .into_par_iter()
-            .for_each(|block| {
-                let block = block * TOKEN_BLOCK..((block + 1) * TOKEN_BLOCK).min(tokens);
-                for t in block {
-                    for h in 0..heads {
-                        let source = (t * heads + h) * head_dim;
-                        let target = (h * padded_tokens + t) * depth;
-                        for (rows, operand) in [(query_rows, problem.q), (key_rows, k)] {
-                            for (c, &x) in operand[source..source + head_dim].iter().enumerate() {
-                                // SAFETY: inside the buffers sized above; only this task
-                                // writes token `t`'s rows.
-                                unsafe { *rows.get().add(target + c) = bf16_bits(x) };
-                            }
-                        }
-                    }
+        for_each_token_head(tokens, heads, |t, h| {
+            let source = (t * heads + h) * head_dim;
+            let target = (h * padded_tokens + t) * depth;
+            for (rows, operand) in [(query_rows, problem.q), (key_rows, k)] {
+                for (c, &x) in operand[source..source + head_dim].iter().enumerate() {
+                    // SAFETY: inside the buffers sized above; only this task writes token
+                    // `t`'s rows.
+                    unsafe { *rows.get().add(target + c) = bf16_bits(x) };
                 }
-            });
+            }
+        });
         transpose_values(v, heads, head_dim, depth, padded_tokens, values);
         let operands = TileOperands {
             queries,
