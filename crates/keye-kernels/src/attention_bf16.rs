@@ -552,7 +552,8 @@ mod x86 {
     /// block (segments without masks, as the vision tower's), fused with [`pack_weights`]: each
     /// pair of keys' weights is rounded into the panel words of the value product as it is
     /// computed, so the f32 weights never go back to memory. The same operations in the same
-    /// order as those two, so the same results.
+    /// order as those two, so the same sums and rounded weights (but for weights below the
+    /// smallest normal f32, which become 0 here and which the tiles count as 0 either way).
     ///
     /// # Safety
     /// AVX-512 F; `scores` is `[count][amx::BLOCK]` and `weights` holds `count.div_ceil(2)`

@@ -575,15 +575,15 @@ pub(crate) mod x86 {
                     // recomputes columns already written (the same sums), writing only its new
                     // ones.
                     let block = column.min(self.n - amx::BLOCK);
-                    let packed_len = packed.len();
-                    let target = &mut packed[(blocks * block_len).min(packed_len)..];
                     let start = match self.weights {
                         AmxWeights::Bf16(w) if !pack => w[block * k..].as_ptr(),
                         AmxWeights::Bf16(w) => {
+                            let target = &mut packed[blocks * block_len..];
                             pack_block(&w[block * k..(block + amx::BLOCK) * k], k, target);
                             target.as_ptr()
                         }
                         AmxWeights::Quantized(ty, w) => {
+                            let target = &mut packed[blocks * block_len..];
                             let row_bytes = k / ty.block_values() * ty.block_bytes();
                             let rows = &w[block * row_bytes..(block + amx::BLOCK) * row_bytes];
                             // SAFETY: AVX-512 F, BW and BF16 come with AMX here (the caller
